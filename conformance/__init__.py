@@ -1,0 +1,3 @@
+"""TCP connection-management conformance suite."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Comparing a received segment with an expectation, and describing both for a person."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..model.case import ExpectNoneSpec, ExpectSpec
+from ..model.expr import ExprError
+from ..model.values import Matcher, format_flags
+from ..wire.segment import Segment
+
+
+def _value_matches(m: Matcher, value: int | None, env: Mapping[str, int]) -> bool:
+    if m.kind == "any":
+        return value is not None
+    if m.kind == "absent":
+        return value is None
+    if value is None:
+        return False
+    if m.kind == "eq":
+        return value == m.low.evaluate(env)  # type: ignore[union-attr]
+    low, high = m.low.evaluate(env), m.high.evaluate(env)  # type: ignore[union-attr]
+    if low <= high:
+        return low <= value <= high
+    return value >= low or value <= high  # a range that wraps around 2**32
+
+
+def _option_value(seg: Segment, name: str) -> int | None:
+    """The option's value as an int (1 for presence-only options), or None when absent."""
+    if name in ("ts_val", "ts_ecr"):
+        opt = seg.option("ts")
+        v = opt.value() if opt else None
+        return None if not isinstance(v, tuple) else v[0 if name == "ts_val" else 1]
+    opt = seg.option(name)
+    if opt is None:
+        return None
+    v = opt.value()
+    if isinstance(v, int):
+        return v
+    return 1
+
+
+FIELDS = ("seq", "ack", "window", "len", "urgent")
+
+
+def segment_field(seg: Segment, name: str) -> int | None:
+    if name == "len":
+        return len(seg.payload)
+    if name == "flags":
+        return seg.flags
+    if name == "end_seq":
+        return seg.end_seq
+    if name.startswith("opt."):
+        return _option_value(seg, name[4:])
+    return getattr(seg, name)
+
+
+def mismatches(spec: ExpectSpec | ExpectNoneSpec, seg: Segment, env: Mapping[str, int]) -> list[str]:
+    """Every way ``seg`` differs from ``spec``; empty when it matches. Raises ExprError on unbound names."""
+    out: list[str] = []
+    if spec.flags is not None and seg.flags != spec.flags:
+        out.append(f"flags: expected {format_flags(spec.flags)}, got {format_flags(seg.flags)}")
+    for name in FIELDS:
+        m: Matcher | None = getattr(spec, name, None)
+        if m is None:
+            continue
+        actual = segment_field(seg, name)
+        if not _value_matches(m, actual, env):
+            out.append(f"{name}: expected {m.describe(env)}, got {actual}")
+    for name, m in (getattr(spec, "options", None) or {}).items():
+        actual = _option_value(seg, name)
+        if not _value_matches(m, actual, env):
+            shown = "absent" if actual is None else ("present" if name in ("sackok", "sack") else actual)
+            out.append(f"option {name}: expected {m.describe(env)}, got {shown}")
+    return out
+
+
+def matches(spec: ExpectSpec | ExpectNoneSpec, seg: Segment, env: Mapping[str, int]) -> bool:
+    try:
+        return not mismatches(spec, seg, env)
+    except ExprError:
+        return False
+
+
+def describe(spec: ExpectSpec | ExpectNoneSpec, env: Mapping[str, int]) -> str:
+    """The expectation in the same shape as a segment summary, with expressions and their values."""
+    parts = [format_flags(spec.flags) if spec.flags is not None else "(any flags)"]
+    for name in FIELDS:
+        m = getattr(spec, name, None)
+        if m is not None:
+            parts.append(f"{'win' if name == 'window' else name} {m.describe(env)}")
+    opts = getattr(spec, "options", None)
+    if opts:
+        parts.append("<" + ",".join(f"{k} {m.describe(env)}" for k, m in opts.items()) + ">")
+    return " ".join(parts)

@@ -1,0 +1,509 @@
+"""Interpreting one case against a session.
+
+Theory of operation: the runner keeps the tester's view of the connection in an environment of named
+32-bit values (l_isn, l_nxt, t_isn, t_nxt, ports, and whatever steps bind). ``send`` builds a segment
+from the step and the environment; ``expect`` takes the next segment of the case's flow (demultiplexed by
+4-tuple from everything on the link) and compares it field by field. The first mismatch ends the case
+with FAIL and its evidence; a fault of the tester or the setup ends it with ERROR; a capability the
+target does not declare ends it with NOT-RUN before any packet is sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from collections.abc import Callable
+
+from ..model.case import Alternative, ExpectNoneSpec, ExpectSpec, SendSpec, UtSpec
+from ..model.expr import MOD, ExprError, seq_diff
+from ..model.loader import Case, ParsedAlternative, Step
+from ..model.values import format_flags
+from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
+from ..wire.build import OutOption, OutSegment, build_packet
+from ..wire.segment import Segment, flow_key, parse_packet
+from ..wire.tun import LinkDown
+from .matching import describe, matches, mismatches, segment_field
+from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
+from .session import Session
+
+PAYLOAD_PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class StepFailed(Exception):
+    """The target did not do what the step requires (FAIL)."""
+
+    def __init__(self, reason: str, expected: str = "", actual: str = "", found: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.expected, self.actual, self.found = reason, expected, actual, found or []
+
+
+class StepError(Exception):
+    """The test or the setup broke (ERROR)."""
+
+
+class NotRun(Exception):
+    pass
+
+
+def pattern_bytes(n: int) -> bytes:
+    return (PAYLOAD_PATTERN * (n // len(PAYLOAD_PATTERN) + 1))[:n]
+
+
+def requirement_line(case: Case) -> str:
+    ids = [r.split(":", 1)[1] for r in case.meta.refs if ":" in r and r.split(":", 1)[1].startswith(("MUST", "SHLD", "MAY"))]
+    where = ", ".join(case.meta.refs)
+    return f"{case.meta.requirement} [{case.meta.level}; {', '.join(ids) or where}]"
+
+
+class CaseRunner:
+    def __init__(self, case: Case, session: Session, *, on_wait: Callable[[str], None] | None = None) -> None:
+        self.case = case
+        self.s = session
+        self.on_wait = on_wait
+        self.env: dict[str, int] = {}
+        self.pending: deque[Segment] = deque()
+        self.handles: dict[str, int] = {}
+        self.calls: dict[str, tuple[PendingCall, UtSpec]] = {}
+        self.result = CaseResult(Verdict.PASS, "")
+        self.current_step: int | None = None
+        self.step_index = 0
+        self.l_ports: set[int] = set()
+        self.t_ports: set[int] = set()
+        self._sent_step: dict[bytes, int] = {}
+        self._waited = 0.0
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def _initial_env(self) -> None:
+        rng = random.Random()
+        l_isn = rng.randrange(1 << 32)
+        l_port, t_port = self.s.ports.tester(), self.s.ports.target_unused()
+        self.env.update(l_isn=l_isn, l_nxt=l_isn, l_port=l_port, t_port=t_port, l_tsval=rng.randrange(1, 1 << 31))
+        self.l_ports.add(l_port)
+        self.t_ports.add(t_port)
+
+    def run(self) -> CaseResult:
+        res = self.result
+        start_wall = time.monotonic()
+        res.started = time.time()
+        missing = sorted(set(self.case.meta.requires) - self.s.capabilities)
+        if missing:
+            res.verdict, res.reason = Verdict.NOT_RUN, f"target lacks {', '.join(missing)}"
+            return res
+        self._initial_env()
+        self.s.link.flush()
+        try:
+            self._run_steps(self.case.steps)
+            res.reason = "all steps matched" + (f"; behaviour: {res.behaviour}" if res.behaviour else "")
+        except StepFailed as exc:
+            res.verdict, res.reason = Verdict.FAIL, exc.reason
+        except (StepError, ExprError) as exc:
+            res.verdict, res.reason = Verdict.ERROR, str(exc)
+        except AgentTimeout as exc:
+            res.verdict, res.reason = Verdict.ERROR, f"upper tester did not answer: {exc}"
+        except AgentGone as exc:
+            res.verdict, res.reason = Verdict.ERROR, f"upper tester is gone: {exc}"
+        except LinkDown as exc:
+            res.verdict, res.reason = Verdict.ERROR, str(exc)
+        except Exception as exc:  # a defect of the suite itself: report it, do not hide it as FAIL
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            res.verdict = Verdict.ERROR
+            res.reason = f"internal error: {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+        finally:
+            self._cleanup()
+            self._collect(0.0)
+            res.duration_s = time.monotonic() - start_wall
+            res.protocol_wait_s = self._waited
+            res.observations = {k: v for k, v in self.env.items()}
+        return res
+
+    def _cleanup(self) -> None:
+        """Release every socket the case opened on the target (best effort, bounded)."""
+        agent = self.s.agent
+        if agent is None:
+            return
+        calls = []
+        for name, sock in self.handles.items():
+            op = "close" if name == "listener" else "abort"
+            try:
+                calls.append(agent.submit(op, sock=sock))
+            except AgentError:
+                return
+        for call in calls:
+            try:
+                call.wait(2.0)
+            except AgentError:
+                pass
+
+    # ---- steps ----------------------------------------------------------------------------------
+    def _run_steps(self, steps: list[Step]) -> None:
+        for step in steps:
+            self.step_index += 1
+            record = StepRecord(self.step_index, step.line, step.kind, self._summary(step))
+            self.result.steps.append(record)
+            self.current_step = self.step_index
+            try:
+                getattr(self, f"_step_{step.kind}")(step, record)
+                record.outcome = "ok"
+            except StepFailed as exc:
+                record.outcome, record.detail = "fail", exc.reason
+                self.result.failure = Failure(
+                    self.step_index, step.line, step.path, step.kind, exc.expected, exc.actual, exc.found,
+                    requirement_line(self.case),
+                )  # fmt: skip
+                raise
+            except Exception as exc:
+                record.outcome, record.detail = "error", str(exc)
+                if isinstance(exc, ExprError):
+                    raise StepError(f"{self.case.file.name}:{step.line}: {step.path}: {exc}") from None
+                raise
+
+    def _summary(self, step: Step) -> str:
+        spec = step.spec
+        if step.kind == "send":
+            return f"send {format_flags(spec.flags)}" + (f" ({step.note})" if step.note else "")
+        if step.kind == "expect":
+            return f"expect {describe(spec, {})}"
+        if step.kind == "expect_none":
+            return f"expect no {describe(spec, {})} for {spec.for_ * 1000:g} ms"
+        if step.kind == "expect_one_of":
+            return "expect one of: " + ", ".join(a.alt.label for a in spec)
+        if step.kind == "ut":
+            return f"ut {spec.op}" + (f" as {spec.as_}" if spec.as_ else "") + (" (nowait)" if spec.nowait else "")
+        if step.kind == "wait":
+            return f"wait {spec.for_ * 1000:g} ms: {spec.reason}"
+        return f"bind {', '.join(spec.values)}"
+
+    def _step_bind(self, step: Step, record: StepRecord) -> None:
+        for name, expr in step.spec.values.items():
+            self.env[name] = expr.evaluate(self.env)
+
+    def _step_wait(self, step: Step, record: StepRecord) -> None:
+        if self.on_wait:
+            self.on_wait(f"{self.case.id}: waiting {step.spec.for_:.3f} s: {step.spec.reason}")
+        self._collect(step.spec.for_)
+
+    # ---- lower tester: send ----------------------------------------------------------------------
+    def _ev(self, expr, default: int | None = None, *, wrap: bool = True) -> int:  # noqa: ANN001
+        if expr is None:
+            if default is None:
+                raise StepError("a value is needed and has no default")
+            return default
+        return expr.evaluate(self.env, wrap=wrap)
+
+    def _step_send(self, step: Step, record: StepRecord) -> None:
+        spec: SendSpec = step.spec
+        seq = self._ev(spec.seq, self.env["l_nxt"])
+        if spec.ack is not None:
+            ack = self._ev(spec.ack)
+        elif spec.flags & 0x10:
+            if "t_nxt" not in self.env:
+                raise StepError(f"line {step.line}: ack defaults to t_nxt, but nothing has been received yet")
+            ack = self.env["t_nxt"]
+        else:
+            ack = 0
+        sport = self._ev(spec.from_port, self.env["l_port"], wrap=False)
+        dport = self._ev(spec.to_port, self.env["t_port"], wrap=False)
+        self.l_ports.add(sport)
+        self.t_ports.add(dport)
+        payload = spec.data.encode() if spec.data is not None else pattern_bytes(spec.len or 0)
+        out = OutSegment(
+            self.s.family, self.s.tester_addr, self.s.target_addr, sport, dport, seq, ack, spec.flags,
+            self._ev(spec.window, wrap=False) & 0xFFFF, self._ev(spec.urgent, wrap=False) & 0xFFFF,
+            [self._option(o) for o in spec.options], payload, spec.checksum == "bad", spec.doff, spec.ttl,
+        )  # fmt: skip
+        try:
+            packet = build_packet(out)
+        except ValueError as exc:
+            raise StepError(f"line {step.line}: cannot build the segment: {exc}") from None
+        self._sent_step[packet] = self.step_index
+        self.s.link.send(packet)
+        # Only in-order segments advance the tester's view; a SYN only while the connection is not open
+        # yet (a SYN sent later probes the target and occupies no sequence space of ours).
+        syn = 1 if spec.flags & 0x02 and self.env["l_nxt"] == self.env["l_isn"] else 0
+        length = len(payload) + syn + (1 if spec.flags & 0x01 else 0)
+        if seq == self.env["l_nxt"] and length and spec.checksum == "good" and not spec.flags & 0x04:
+            self.env["l_nxt"] = (seq + length) % MOD
+        record.detail = parse_packet(packet).summary()  # type: ignore[union-attr]
+
+    def _option(self, opt) -> OutOption:  # noqa: ANN001
+        if opt.name in ("mss", "wscale"):
+            return OutOption(opt.name, self._ev(opt.value, wrap=False))
+        if opt.name == "ts":
+            return OutOption("ts", tuple(self._ev(v) for v in opt.value))
+        if opt.name == "sack":
+            return OutOption("sack", tuple(self._ev(v) for block in opt.value for v in block))
+        if opt.name == "raw":
+            raw = opt.value
+            return OutOption("raw", kind=raw.kind, data=bytes.fromhex(raw.data), length=raw.length)
+        return OutOption(opt.name)
+
+    # ---- lower tester: receive -------------------------------------------------------------------
+    def _is_case_flow(self, packet: bytes, inbound: bool) -> bool:
+        key = flow_key(packet)
+        if key is None:
+            return False
+        src, dst, sport, dport = key
+        if inbound:
+            return src == self.s.target_bytes and dst == self.s.tester_bytes and sport in self.t_ports and dport in self.l_ports
+        return packet in self._sent_step
+
+    def _collect(self, duration: float) -> None:
+        """Read the link for ``duration`` seconds, queueing the case's inbound segments."""
+        deadline = time.monotonic() + duration
+        while True:
+            seg = self._read(deadline)
+            if seg is None:
+                return
+            self.pending.append(seg)
+
+    def _read(self, deadline: float) -> Segment | None:
+        """The next inbound segment of the case's flow from the link, recording the trace."""
+        while True:
+            now = time.monotonic()
+            remaining = deadline - now
+            frame = self.s.link.receive(max(0.0, remaining))
+            self._waited += time.monotonic() - now
+            if frame is None:
+                return None
+            if not self._is_case_flow(frame.data, frame.inbound):
+                continue
+            seg = parse_packet(frame.data)
+            if seg is None:
+                continue
+            step = self.current_step if frame.inbound else self._sent_step.get(frame.data)
+            self.result.trace.append(TraceEntry(frame.ts, frame.inbound, seg.summary(), step, frame.data))
+            if frame.inbound:
+                return seg
+
+    def _next(self, deadline: float) -> Segment | None:
+        if self.pending:
+            return self.pending.popleft()
+        return self._read(deadline)
+
+    def _accept_segment(self, seg: Segment, bind: dict[str, str] | None = None) -> None:
+        """Update the tester's view after a target segment was matched."""
+        env = self.env
+        if seg.flags & 0x02:
+            env["t_isn"] = seg.seq
+            env["t_nxt"] = seg.end_seq
+            ws = seg.option("wscale")
+            if ws is not None and isinstance(ws.value(), int):
+                env["t_ws"] = ws.value()  # type: ignore[assignment]
+            mss = seg.option("mss")
+            if mss is not None and isinstance(mss.value(), int):
+                env["t_mss"] = mss.value()  # type: ignore[assignment]
+        elif "t_nxt" in env and seg.length and seq_diff(seg.end_seq, env["t_nxt"]) > 0 >= seq_diff(seg.seq, env["t_nxt"]):
+            env["t_nxt"] = seg.end_seq
+        elif "t_nxt" not in env and not seg.flags & 0x04:
+            env["t_nxt"] = seg.end_seq
+        ts = seg.option("ts")
+        if ts is not None and isinstance(ts.value(), tuple):
+            env["t_tsval"] = ts.value()[0]  # type: ignore[index]
+        env["t_win"] = seg.window
+        if seg.flags & 0x10:
+            env["t_ack"] = seg.ack
+        for name, source in (bind or {}).items():
+            value = segment_field(seg, source)
+            if value is None:
+                raise StepFailed(f"cannot bind {name}: the segment has no {source}", actual=seg.summary())
+            env[name] = value
+
+    def _step_expect(self, step: Step, record: StepRecord) -> None:
+        spec: ExpectSpec = step.spec
+        started = time.monotonic()
+        seg = self._next(started + spec.timeout)
+        if seg is None:
+            expected = describe(spec, self.env)
+            raise StepFailed(
+                f"expected {expected} within {spec.timeout * 1000:g} ms, got nothing", expected, "(nothing)"
+            )
+        found = mismatches(spec, seg, self.env)
+        if found:
+            expected = describe(spec, self.env)
+            raise StepFailed(f"unexpected segment: {'; '.join(found)}", expected, seg.summary(), found)
+        self._accept_segment(seg, spec.bind)
+        record.detail = seg.summary()
+
+    def _step_expect_none(self, step: Step, record: StepRecord) -> None:
+        spec: ExpectNoneSpec = step.spec
+        what = describe(spec, self.env)
+        if self.on_wait:
+            self.on_wait(f"{self.case.id}: watching {spec.for_:.3f} s for no {what}")
+        start = time.monotonic()
+        deadline = start + spec.for_
+        kept: list[Segment] = []
+        while True:
+            seg = self._next(deadline)
+            if seg is None:
+                break
+            if matches(spec, seg, self.env):
+                self.pending.extendleft(reversed(kept))
+                raise StepFailed(
+                    f"expected no {what} for {spec.for_ * 1000:g} ms, got one after "
+                    f"{(time.monotonic() - start) * 1000:.1f} ms", f"no {what}", seg.summary(),
+                )  # fmt: skip
+            kept.append(seg)
+        self.pending.extendleft(reversed(kept))
+        record.detail = f"silent for {spec.for_ * 1000:g} ms"
+
+    def _step_expect_one_of(self, step: Step, record: StepRecord) -> None:
+        alts: list[ParsedAlternative] = step.spec
+        start = time.monotonic()
+        silent = [a for a in alts if a.alt.none is not None]
+        timeouts = [a.alt.expect.timeout for a in alts if a.alt.expect is not None]
+        # A silence alternative decides after its own window; otherwise wait as long as the longest expect.
+        window = silent[0].alt.none.for_ if silent else max(timeouts)  # type: ignore[union-attr]
+        chosen: ParsedAlternative | None = None
+        seg = self._next(start + window)
+        if seg is None and silent:
+            chosen = silent[0]
+        if chosen is None:
+            if seg is None:
+                raise StepFailed(
+                    "none of the acceptable behaviours was seen: nothing arrived",
+                    self._describe_alts(alts), "(nothing)",
+                )  # fmt: skip
+            for alt in alts:
+                if alt.alt.expect is not None and matches(alt.alt.expect, seg, self.env):
+                    chosen = alt
+                    self._accept_segment(seg, alt.alt.expect.bind)
+                    break
+            else:
+                raise StepFailed(
+                    "the segment matches none of the acceptable behaviours", self._describe_alts(alts), seg.summary(),
+                    [f"{a.alt.label}: {'; '.join(mismatches(a.alt.expect, seg, self.env))}" for a in alts if a.alt.expect],
+                )  # fmt: skip
+        self._grade_behaviour(chosen.alt, seg)
+        record.detail = f"{chosen.alt.label}: {chosen.alt.behaviour}"
+        if chosen.then:
+            self._run_steps(chosen.then)
+
+    def _describe_alts(self, alts: list[ParsedAlternative]) -> str:
+        parts = []
+        for a in alts:
+            body = describe(a.alt.expect, self.env) if a.alt.expect else f"silence for {a.alt.none.for_ * 1000:g} ms"  # type: ignore[union-attr]
+            parts.append(f"[{a.alt.label}] {body}")
+        return " | ".join(parts)
+
+    def _grade_behaviour(self, alt: Alternative, seg: Segment | None) -> None:
+        res = self.result
+        res.behaviour = alt.label
+        res.behaviour_text = alt.behaviour
+        if alt.conforms is not None and self.s.profile not in alt.conforms:
+            raise StepFailed(
+                f"behaviour seen: {alt.label} ({alt.behaviour}); it does not conform under profile "
+                f"{self.s.profile} (it conforms under: {', '.join(alt.conforms) or 'no profile'})",
+                f"a behaviour conforming under {self.s.profile}", seg.summary() if seg else "(silence)",
+            )  # fmt: skip
+
+    # ---- upper tester ----------------------------------------------------------------------------
+    def _step_ut(self, step: Step, record: StepRecord) -> None:
+        spec: UtSpec = step.spec
+        agent = self.s.agent
+        if agent is None:
+            raise StepError("this target has no upper tester")
+        if spec.op == "await":
+            if spec.as_ not in self.calls:
+                raise StepError(f"line {step.line}: no nowait call named '{spec.as_}'")
+            call, original = self.calls.pop(spec.as_)  # type: ignore[arg-type]
+            self._finish_ut(original, call, spec, record)
+            return
+        args = self._ut_args(spec)
+        call = agent.submit(spec.op, **args)
+        if spec.nowait:
+            self.calls[spec.as_ or spec.op] = (call, spec)
+            record.detail = "submitted"
+            return
+        self._finish_ut(spec, call, spec, record)
+
+    def _sock(self, spec: UtSpec, default: str) -> int:
+        name = spec.sock or default
+        if name not in self.handles:
+            raise StepError(f"no socket named '{name}' on the target (known: {', '.join(self.handles) or 'none'})")
+        return self.handles[name]
+
+    def _ut_args(self, spec: UtSpec) -> dict:
+        s, ms = self.s, int(spec.timeout * 1000)
+        op = spec.op
+        if op == "listen":
+            args = {"family": s.family, "addr": s.target_addr, "port": 0, "backlog": spec.backlog or 16}
+            return args | ({"rcvbuf": spec.rcvbuf} if spec.rcvbuf else {})
+        if op == "accept":
+            return {"sock": self._sock(spec, "listener"), "timeout_ms": ms}
+        if op == "connect":
+            args = {"family": s.family, "addr": s.tester_addr, "port": self.env["l_port"],
+                    "local_addr": s.target_addr, "local_port": self.env["t_port"], "timeout_ms": ms}  # fmt: skip
+            return args | ({"rcvbuf": spec.rcvbuf} if spec.rcvbuf else {})
+        sock = self._sock(spec, "conn")
+        if op == "send":
+            if spec.data is not None:
+                return {"sock": sock, "data_b64": base64.b64encode(spec.data.encode()).decode()}
+            return {"sock": sock, "len": spec.len or 1}
+        if op == "recv":
+            return {"sock": sock, "max": spec.max or 65536, "timeout_ms": ms}
+        if op == "shutdown":
+            return {"sock": sock, "how": spec.how or "wr"}
+        return {"sock": sock}
+
+    def _finish_ut(self, spec: UtSpec, call: PendingCall, step_spec: UtSpec, record: StepRecord) -> None:
+        wanted = [step_spec.result] if isinstance(step_spec.result, str) else list(step_spec.result)
+        started = time.monotonic()
+        try:
+            reply = call.wait(spec.timeout + 2.0)
+            error = None
+        except (AgentTimeout, AgentGone):
+            raise
+        except AgentError as exc:
+            reply, error = {}, exc
+        finally:
+            self._waited += time.monotonic() - started
+        self._collect(0.0)
+        got = "ok" if error is None else error.error
+        if "any" not in wanted and got not in wanted:
+            detail = f" ({error.message})" if error is not None and error.message else ""
+            raise StepFailed(
+                f"upper tester {spec.op}: expected {' or '.join(wanted)}, got {got}{detail}",
+                f"{spec.op} -> {' or '.join(wanted)}", f"{spec.op} -> {got}{detail}",
+            )  # fmt: skip
+        record.detail = got
+        if error is not None:
+            return
+        self._after_ut(spec, step_spec, reply, record)
+
+    def _after_ut(self, spec: UtSpec, step_spec: UtSpec, reply: dict, record: StepRecord) -> None:
+        op = spec.op
+        if op == "listen":
+            self.handles[spec.as_ if spec.as_ and not spec.nowait else "listener"] = reply["sock"]
+            self.env["t_port"] = reply["port"]
+            self.t_ports.add(reply["port"])
+        elif op in ("accept", "connect"):
+            # ``as`` names the socket, except on a nowait call where it names the call itself.
+            self.handles[spec.as_ if spec.as_ and not spec.nowait else "conn"] = reply["sock"]
+        elif op in ("close", "abort"):
+            name = spec.sock or "conn"
+            self.handles.pop(name, None)
+        elif op == "recv":
+            data = base64.b64decode(reply.get("data_b64", ""))
+            record.detail = f"{len(data)} bytes" + (", eof" if reply.get("eof") else "")
+            if step_spec.eof is not None and bool(reply.get("eof")) != step_spec.eof:
+                raise StepFailed(
+                    f"upper tester recv: expected {'end of file' if step_spec.eof else 'data'}, got {record.detail}",
+                    "eof" if step_spec.eof else "data", record.detail,
+                )  # fmt: skip
+            if step_spec.expect_len is not None and len(data) != step_spec.expect_len:
+                raise StepFailed(
+                    f"upper tester recv: expected {step_spec.expect_len} bytes, got {len(data)}",
+                    f"{step_spec.expect_len} bytes", record.detail,
+                )  # fmt: skip
+        elif op == "state":
+            state = reply.get("state", "UNKNOWN")
+            record.detail = state
+            wanted = [step_spec.state] if isinstance(step_spec.state, str) else (step_spec.state or [])
+            if wanted and state != "UNKNOWN" and state not in wanted:
+                raise StepFailed(
+                    f"upper tester state: expected {' or '.join(wanted)}, got {state}", " or ".join(wanted), state
+                )

@@ -1,0 +1,52 @@
+"""What a case runs against: a link (lower tester), an agent (upper tester), addresses and fresh ports."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..upper_tester import AgentClient
+from ..wire.tun import Frame
+
+
+class Link(Protocol):
+    def send(self, packet: bytes) -> None: ...
+    def receive(self, timeout: float) -> Frame | None: ...
+    def flush(self) -> int: ...
+
+
+class PortAllocator:
+    """Fresh ports for every case, so no case meets a connection (or TIME-WAIT) left by another.
+
+    Tester ports come from 10000 upwards; ports on the target that nothing listens on (closed ports,
+    the local side of the target's active opens) from 1024..9999, below every stack's ephemeral range.
+    """
+
+    def __init__(self, tester_start: int = 10000, target_start: int = 1024) -> None:
+        self._tester = itertools.cycle(range(tester_start, 65536))
+        self._target = itertools.cycle(range(target_start, 10000))
+
+    def tester(self) -> int:
+        return next(self._tester)
+
+    def target_unused(self) -> int:
+        return next(self._target)
+
+
+@dataclass
+class Session:
+    link: Link
+    agent: AgentClient | None
+    family: str
+    tester_addr: str
+    target_addr: str
+    capabilities: set[str]
+    profile: str = "rfc9293"
+    ports: PortAllocator = field(default_factory=PortAllocator)
+
+    def __post_init__(self) -> None:
+        af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6
+        self.tester_bytes = socket.inet_pton(af, self.tester_addr)
+        self.target_bytes = socket.inet_pton(af, self.target_addr)

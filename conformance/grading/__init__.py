@@ -1,0 +1,1 @@
+"""Grading: which behaviours conform under which profile."""

@@ -1,0 +1,1 @@
+"""The case format: pydantic models, value types and the sequence-arithmetic expression language."""

@@ -1,0 +1,278 @@
+"""Pydantic models of a test case file (format v1).
+
+A file holds one test purpose: metadata (id, title, refs, requirement, level, requires, tags) and a list of
+steps. Every step is a mapping with exactly one action key (send, expect, expect_none, expect_one_of, ut,
+wait, bind) and optionally ``note``. Validation of a step's body is done per action model, so error locations
+read ``steps[3].expect.flags`` rather than naming union members.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .values import Duration, Expression, Flags, Match
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Level(StrEnum):
+    MUST = "MUST"
+    SHOULD = "SHOULD"
+    MAY = "MAY"
+    INFO = "INFO"
+
+
+Family = Literal["ipv4", "ipv6"]
+
+SEND_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "raw")
+EXPECT_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "ts_val", "ts_ecr", "sack")
+BIND_FIELDS = (
+    "seq", "ack", "window", "len", "flags", "sport", "dport", "end_seq",
+    "opt.mss", "opt.wscale", "opt.ts_val", "opt.ts_ecr",
+)  # fmt: skip
+
+
+class RawOption(Strict):
+    kind: int = Field(ge=0, le=255)
+    data: str = Field("", pattern=r"^([0-9a-fA-F]{2})*$", description="option payload as hex")
+    length: int | None = Field(None, ge=0, le=255, description="override the length byte (malformed options)")
+
+
+class SendOption(Strict):
+    """One option of an outgoing segment, in the order written."""
+
+    name: Literal["mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "raw"]
+    value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and len(value) == 1 and "name" not in value:
+            ((name, arg),) = value.items()
+            return {"name": name, "value": arg}
+        raise ValueError("an option is a name (nop, eol, sackok) or a one-key mapping such as {mss: 1460}")
+
+    @model_validator(mode="after")
+    def _check_value(self) -> SendOption:
+        from .values import parse_expr
+
+        name, value = self.name, self.value
+        if name in ("nop", "eol", "sackok"):
+            if value not in (None, True):
+                raise ValueError(f"option {name} takes no value")
+        elif name in ("mss", "wscale"):
+            object.__setattr__(self, "value", parse_expr(value))
+        elif name == "ts":
+            if not isinstance(value, list | tuple) or len(value) != 2:
+                raise ValueError("ts takes [tsval, tsecr]")
+            object.__setattr__(self, "value", tuple(parse_expr(v) for v in value))
+        elif name == "sack":
+            if not isinstance(value, list) or not all(isinstance(b, list) and len(b) == 2 for b in value):
+                raise ValueError("sack takes a list of [left, right] blocks")
+            object.__setattr__(self, "value", tuple((parse_expr(a), parse_expr(b)) for a, b in value))
+        elif name == "raw":
+            object.__setattr__(self, "value", RawOption.model_validate(value))
+        return self
+
+
+class SendSpec(Strict):
+    """A segment the lower tester sends. Unset seq/ack follow the tester's view of the connection."""
+
+    flags: Flags
+    seq: Expression | None = Field(None, description="default: the tester's next sequence number (l_nxt)")
+    ack: Expression | None = Field(None, description="default: t_nxt when A is set, else 0")
+    window: Expression = Field(default="65535", validate_default=True)  # type: ignore[assignment]
+    urgent: Expression = Field(default="0", validate_default=True)  # type: ignore[assignment]
+    options: list[SendOption] = []
+    data: str | None = Field(None, description="payload as text")
+    len: int | None = Field(None, ge=0, le=65000, description="payload of this many pattern bytes")
+    checksum: Literal["good", "bad"] = "good"
+    doff: int | None = Field(None, ge=0, le=15, description="override the data offset (malformed headers)")
+    ttl: int = Field(64, ge=1, le=255, description="IPv4 TTL or IPv6 hop limit")
+    from_port: Expression | None = Field(None, description="source port other than l_port")
+    to_port: Expression | None = Field(None, description="destination port other than t_port")
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> SendSpec:
+        if self.data is not None and self.len is not None:
+            raise ValueError("give either data or len, not both")
+        return self
+
+
+class ExpectSpec(Strict):
+    """A segment the target must send next on the connection. Unset fields are not checked."""
+
+    flags: Flags | None = None
+    seq: Match | None = None
+    ack: Match | None = None
+    window: Match | None = None
+    len: Match | None = Field(None, description="payload length")
+    urgent: Match | None = None
+    options: dict[str, Match] | None = Field(
+        None, description="by name: mss, wscale, sackok, ts, ts_val, ts_ecr, sack: any | absent | N | a..b"
+    )
+    timeout: Duration = 1.0
+    bind: dict[str, str] = Field({}, description="name: field (seq, ack, window, len, opt.wscale, ...)")
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for name in value or {}:
+            if name not in EXPECT_OPTION_NAMES:
+                raise ValueError(f"unknown option '{name}' (known: {', '.join(EXPECT_OPTION_NAMES)})")
+        return value
+
+    @field_validator("bind")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, source in value.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"bad name '{name}': use lower-case letters, digits and _")
+            if source not in BIND_FIELDS:
+                raise ValueError(f"cannot bind '{source}' (fields: {', '.join(BIND_FIELDS)})")
+        return value
+
+
+class ExpectNoneSpec(Strict):
+    """A silence window: no segment matching the filter may arrive (any segment if no filter is given)."""
+
+    for_: Duration = Field(alias="for")
+    flags: Flags | None = None
+    seq: Match | None = None
+    ack: Match | None = None
+    len: Match | None = None
+    reason: str | None = None
+
+
+class Alternative(Strict):
+    """One acceptable behaviour in expect_one_of, with the profiles under which it conforms."""
+
+    label: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    behaviour: str = Field(description="what the target did, in words, for the report")
+    expect: ExpectSpec | None = None
+    none: ExpectNoneSpec | None = Field(None, description="silence is this alternative")
+    conforms: list[str] | None = Field(None, description="profiles under which this behaviour conforms; default all")
+    then: list[Any] = []
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Alternative:
+        if (self.expect is None) == (self.none is None):
+            raise ValueError("an alternative has exactly one of expect or none")
+        return self
+
+
+UtOp = Literal["listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "await"]
+
+
+class UtSpec(Strict):
+    """An upper-tester action on the target's socket API, through the agent."""
+
+    op: UtOp
+    sock: str | None = Field(None, description="handle name; default: the listener for accept, else the connection")
+    as_: str | None = Field(None, alias="as", description="name the call (nowait) or the socket it returns")
+    nowait: bool = False
+    result: str | list[str] = Field("ok", description="ok, any, or errno names such as ECONNREFUSED")
+    timeout: Duration = 3.0
+    data: str | None = None
+    len: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=1)
+    how: Literal["wr", "rd", "rdwr"] | None = None
+    state: str | list[str] | None = Field(None, description="expected state(s) for op: state")
+    eof: bool | None = Field(None, description="for recv: whether end-of-file is expected")
+    expect_len: int | None = Field(None, ge=0, description="for recv: exact byte count expected")
+    backlog: int | None = Field(None, ge=0)
+    rcvbuf: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"op": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _await_needs_name(self) -> UtSpec:
+        if self.op == "await" and not self.as_:
+            raise ValueError("await needs 'as': the name given to the nowait call")
+        return self
+
+
+class WaitSpec(Strict):
+    for_: Duration = Field(alias="for")
+    reason: str = Field(description="why the case waits: every wait has a reason")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str | int | float):
+            raise ValueError("write wait: {for: 200ms, reason: ...}: every wait has a reason")
+        return value
+
+
+class BindSpec(Strict):
+    values: dict[str, Expression]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap(cls, value: Any) -> Any:
+        return {"values": value} if isinstance(value, dict) and "values" not in value else value
+
+
+STEP_MODELS: dict[str, type[BaseModel]] = {
+    "send": SendSpec,
+    "expect": ExpectSpec,
+    "expect_none": ExpectNoneSpec,
+    "expect_one_of": Alternative,  # a list of these
+    "ut": UtSpec,
+    "wait": WaitSpec,
+    "bind": BindSpec,
+}
+
+CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
+REF = r"^(rfc\d+:[A-Za-z0-9.\-]+|[a-z][a-z0-9-]*:.+)$"
+
+
+class CaseMeta(Strict):
+    """Metadata of a case file; ``steps`` is validated step by step by the loader."""
+
+    id: str = Field(pattern=CASE_ID)
+    title: str = Field(min_length=3)
+    refs: list[Annotated[str, Field(pattern=REF)]] = Field(min_length=1)
+    requirement: str = Field(min_length=10, description="the requirement in your own words, with its ID")
+    level: Level
+    requires: list[str] = []
+    tags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = []
+    families: list[Family] = ["ipv4", "ipv6"]
+    timeout: Duration = 30.0
+    steps: list[Any] = Field(min_length=1)
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON schema of the case format for editors (steps spelled out per action)."""
+    defs: dict[str, Any] = {}
+    step_variants = []
+    for key, model in STEP_MODELS.items():
+        schema = model.model_json_schema(ref_template="#/$defs/{model}", by_alias=True)
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+        ref = {"$ref": f"#/$defs/{model.__name__}"}
+        body = {"type": "array", "items": ref} if key == "expect_one_of" else ref
+        if key == "ut":
+            body = {"anyOf": [ref, {"type": "string"}]}
+        step_variants.append(
+            {"type": "object", "properties": {key: body, "note": {"type": "string"}},
+             "required": [key], "additionalProperties": False}
+        )  # fmt: skip
+    schema = CaseMeta.model_json_schema(ref_template="#/$defs/{model}", by_alias=True)
+    defs.update(schema.pop("$defs", {}))
+    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "items": {"anyOf": step_variants}}
+    schema["$defs"] = defs
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "TCP conformance test case (format v1)"
+    return schema

@@ -1,0 +1,147 @@
+"""Value types of the case format: TCP flags, durations and matchers for expected fields."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
+
+from .expr import Expr, ExprError
+
+# Bit values as in the TCP header (RFC 9293 section 3.1, RFC 3168 for ECE/CWR).
+FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
+_FLAG_ORDER = "CEUAPRSF"
+
+
+def parse_flags(value: Any) -> int:
+    """Flags are written as letters (``SA``, ``FA``, ``R``); ``.`` is packetdrill's spelling of ACK."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 0xFF:
+            raise ValueError(f"flag bits {value} out of range 0..255")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"flags must be letters such as 'SA', not {value!r}")
+    text = value.strip()
+    if text.lower() in ("", "none", "-"):
+        return 0
+    bits = 0
+    for ch in text.upper():
+        if ch == ".":
+            ch = "A"
+        if ch not in FLAG_BITS:
+            raise ValueError(f"unknown flag '{ch}' (known: F S R P A U E C)")
+        bits |= FLAG_BITS[ch]
+    return bits
+
+
+def format_flags(bits: int) -> str:
+    """Canonical letters in header order, e.g. ``SA``, ``FA``, ``R``; ``none`` for no flag."""
+    text = "".join(ch for ch in reversed(_FLAG_ORDER) if bits & FLAG_BITS[ch])
+    return text or "none"
+
+
+Flags = Annotated[
+    int,
+    BeforeValidator(parse_flags),
+    PlainSerializer(format_flags, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": "^[FSRPAUEC.]*$|^none$", "description": "TCP flags"}),
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min)?\s*$")
+_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``300ms``, ``1.5s``, ``2min`` or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError(f"bad duration {value!r}: write e.g. 300ms, 1.5s or 2min")
+    if seconds < 0 or seconds > 3600:
+        raise ValueError(f"duration {value!r} out of range (0 to 1 hour)")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+(\.\d+)?(us|ms|s|min)?$"}]}),
+]
+
+
+def parse_expr(value: Any) -> Expr:
+    if isinstance(value, Expr):
+        return value
+    try:
+        return Expr.parse(value)
+    except ExprError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Expression = Annotated[
+    Expr,
+    PlainValidator(parse_expr),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "description": "expression mod 2^32"}),
+]
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """What an expected field may be: any value, absent, one value, or an inclusive range.
+
+    Written as ``any``, ``absent``, an integer or expression (``t_isn + 1``), or a range ``1..14``
+    whose ends are expressions too (``l_isn..l_isn + 100``).
+    """
+
+    kind: str  # "any" | "absent" | "eq" | "range"
+    low: Expr | None = None
+    high: Expr | None = None
+
+    def describe(self, env: Mapping[str, int] | None = None) -> str:
+        def show(e: Expr) -> str:
+            if env is None or e.text.lstrip("-").isdigit():
+                return e.text
+            try:
+                return f"{e.text}(={e.evaluate(env)})"
+            except ExprError:
+                return e.text
+
+        if self.kind in ("any", "absent"):
+            return self.kind
+        if self.kind == "eq":
+            return show(self.low)  # type: ignore[arg-type]
+        return f"{show(self.low)}..{show(self.high)}"  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def parse_matcher(value: Any) -> Matcher:
+    if isinstance(value, Matcher):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("any", "*"):
+            return Matcher("any")
+        if text.lower() == "absent":
+            return Matcher("absent")
+        if ".." in text:
+            low, _, high = text.partition("..")
+            return Matcher("range", parse_expr(low), parse_expr(high))
+    return Matcher("eq", parse_expr(value))
+
+
+Match = Annotated[
+    Matcher,
+    PlainValidator(parse_matcher),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string"}], "description": "any | absent | N | expr | a..b"}
+    ),
+]

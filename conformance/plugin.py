@@ -1,0 +1,279 @@
+"""pytest glue: options, collection of YAML cases as items, the per-worker target, results and summary.
+
+Everything of substance lives below this module (model, engine, targets, results); this file only
+connects it to pytest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .engine.explain import explain
+from .engine.result import CaseResult, Verdict
+from .engine.runner import CaseRunner
+from .engine.session import PortAllocator, Session
+from .grading.profiles import DEFAULT_PROFILE, PROFILES
+from .model.loader import Case, CaseFormatError, load_case
+from .results import RunWriter, case_record, finalize, iso, read_cases, summarize
+from .targets.config import TargetConfig, TargetConfigError, select_target
+from .targets.local import LocalTarget
+from .targets.netns import NetnsError
+from .upper_tester import AgentError
+
+STATE = pytest.StashKey["RunState"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tcp-conformance", "TCP conformance suite")
+    group.addoption("--target", default=None, help="target name from targets.yaml (default: local)")
+    group.addoption("--targets-file", default=None, help="path of targets.yaml (default: <rootdir>/targets.yaml)")
+    group.addoption("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                    help="grading profile (default: rfc9293)")  # fmt: skip
+    group.addoption("--report-dir", default=None, help="directory for this run's report (default: reports/<run>)")
+
+
+class RunState:
+    """Per-process state of one run: the chosen target, the started instance, the results writer."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        opt = config.option
+        self.target_name: str = opt.target or "local"
+        self.targets_file = Path(opt.targets_file) if opt.targets_file else config.rootpath / "targets.yaml"
+        self.explicit = opt.target is not None or opt.targets_file is not None
+        self.profile: str = opt.profile
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.started = time.time()
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput and "tcpconf_run_dir" in workerinput:
+            self.run_dir = Path(workerinput["tcpconf_run_dir"])
+        elif opt.report_dir:
+            self.run_dir = Path(opt.report_dir)
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.run_dir = config.rootpath / "reports" / f"{stamp}-{self.target_name}"
+        self.config_entry: TargetConfig | None = None
+        self.instance: LocalTarget | None = None
+        self.start_error: str | None = None
+        self.ports = PortAllocator()
+        self.writer: RunWriter | None = None
+        self.ran_cases = False
+
+    def load_target(self) -> TargetConfig:
+        if self.config_entry is None:
+            self.config_entry = select_target(self.targets_file, self.target_name)
+        return self.config_entry
+
+    def target(self) -> LocalTarget:
+        """The started target of this worker, created on first use; a failed start is remembered."""
+        if self.start_error:
+            raise TargetUnavailable(self.start_error)
+        if self.instance is None:
+            try:
+                entry = self.load_target()
+                instance = LocalTarget(entry, self.worker)
+                instance.start()
+            except (TargetConfigError, NetnsError, AgentError, OSError) as exc:
+                self.start_error = f"target '{self.target_name}' could not be started: {exc}"
+                raise TargetUnavailable(self.start_error) from None
+            self.instance = instance
+            atexit.register(self.stop)
+        return self.instance
+
+    def stop(self) -> None:
+        if self.instance is not None:
+            self.instance.stop()
+            self.instance = None
+
+    def header(self) -> dict[str, Any]:
+        entry = self.config_entry
+        target = {"name": self.target_name}
+        if entry is not None:
+            target |= {"kind": entry.kind, "description": entry.description, "sysctls": entry.sysctls,
+                       "nft": entry.nft, "capabilities": sorted(entry.declared_capabilities())}  # fmt: skip
+        return {"run_id": self.run_dir.name, "started": iso(self.started), "command": self.command(),
+                "target": target, "profile": self.profile}  # fmt: skip
+
+    def command(self) -> str:
+        return shlex.join(["pytest", *self.config.invocation_params.args])
+
+
+class TargetUnavailable(Exception):
+    pass
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    state = RunState(config)
+    config.stash[STATE] = state
+    for level in ("must", "should", "may", "info"):
+        config.addinivalue_line("markers", f"{level}: cases of level {level.upper()}")
+    if state.explicit or state.targets_file.exists():
+        try:
+            state.load_target()
+        except TargetConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    if not hasattr(config, "workerinput"):
+        _install_signal_handlers(state)
+
+
+def _install_signal_handlers(state: RunState) -> None:
+    """SIGTERM behaves like Ctrl-C so the target is removed on the way out."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        pass
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker writes into the run directory the controller chose."""
+    node.workerinput["tcpconf_run_dir"] = str(node.config.stash[STATE].run_dir)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and "testcases" in file_path.parts:
+        return CaseFile.from_parent(parent, path=file_path)
+    return None
+
+
+class CaseFile(pytest.File):
+    def collect(self) -> list[pytest.Item]:
+        try:
+            case = load_case(self.path, self.config.rootpath)
+        except CaseFormatError as exc:
+            raise self.CollectError(str(exc)) from None
+        items = []
+        for family in case.meta.families:
+            item = CaseItem.from_parent(self, name=f"{case.id}[{family}]", case=case, family=family)
+            item.add_marker(case.meta.level.lower())
+            for tag in case.meta.tags:
+                self.config.addinivalue_line("markers", f"{tag}: cases tagged {tag}")
+                item.add_marker(tag)
+            items.append(item)
+        return items
+
+
+class CaseFailed(Exception):
+    """A FAIL or ERROR verdict; ``str`` is the full explanation."""
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case: Case, family: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.family = family
+        self.user_properties.append(("requirement_refs", " ".join(case.meta.refs)))
+        self.user_properties.append(("level", str(case.meta.level)))
+
+    def runtest(self) -> None:
+        state: RunState = self.config.stash[STATE]
+        state.ran_cases = True
+        try:
+            target = state.target()
+        except TargetUnavailable as exc:
+            raise CaseFailed(f"ERROR {self.case.id} [{self.family}]: {exc}") from None
+        entry = target.config
+        if self.family not in entry.families:
+            pytest.skip(f"NOT-RUN: target '{entry.name}' does not support {self.family}")
+        addresses = entry.address(self.family)
+        session = Session(
+            target.link, target.agent, self.family, addresses.tester, addresses.target,  # type: ignore[arg-type]
+            target.capabilities, state.profile, state.ports,
+        )  # fmt: skip
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        verbose = self.config.get_verbosity() > 0 and state.worker == "main"
+        on_wait = (lambda msg: reporter.write_line(f"  ... {msg}")) if verbose and reporter else None  # type: ignore[union-attr]
+        result = CaseRunner(self.case, session, on_wait=on_wait).run()
+        self._record(state, result)
+
+    def _record(self, state: RunState, result: CaseResult) -> None:
+        if state.writer is None:
+            state.writer = RunWriter(state.run_dir, state.worker)
+        writer = state.writer
+        pcap = writer.write_pcap(result, self.case.id, self.family)
+        source = str(self.path.relative_to(self.config.rootpath)) if self.path.is_relative_to(self.config.rootpath) else str(self.path)
+        message = explain(self.case, self.family, result, source, str(writer.run_dir / pcap))
+        rerun = shlex.join(["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid])
+        writer.append(case_record(self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
+                                  pcap=pcap, rerun=rerun, message=message))  # fmt: skip
+        if result.verdict in (Verdict.FAIL, Verdict.ERROR):
+            raise CaseFailed(message)
+        if result.verdict == Verdict.NOT_RUN:
+            pytest.skip(f"NOT-RUN: {result.reason}")
+        if result.verdict == Verdict.INCONCLUSIVE:
+            pytest.skip(f"INCONCLUSIVE: {result.reason}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, CaseFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.case.line - 1, f"{self.case.id}[{self.family}] {self.case.meta.title}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state: RunState = session.config.stash[STATE]
+    state.stop()
+    if hasattr(session.config, "workerinput"):
+        return
+    if not any(state.run_dir.glob("cases.*.jsonl")):
+        return
+    try:
+        state.load_target()
+    except TargetConfigError:
+        pass
+    doc = finalize(state.run_dir, state.header())
+    try:
+        from .report.html import write_html
+
+        write_html(doc, state.run_dir / "index.html")
+    except ImportError:
+        pass
+    latest = state.run_dir.parent / "latest"
+    if state.run_dir.parent.name == "reports":
+        try:
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(state.run_dir.name)
+        except OSError:
+            pass
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state: RunState = config.stash[STATE]
+    if hasattr(config, "workerinput") or not state.run_dir.exists():
+        return
+    cases = read_cases(state.run_dir)
+    if not cases:
+        return
+    counts = summarize(cases)
+    tr = terminalreporter
+    tr.section(f"TCP conformance: target {state.target_name}, profile {state.profile}")
+    tr.write_line("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    by_level: dict[str, list[int]] = {}
+    for case in cases:
+        passed_total = by_level.setdefault(case["level"], [0, 0])
+        passed_total[1] += 1
+        passed_total[0] += case["verdict"] == "PASS"
+    tr.write_line("  ".join(f"{lvl} {p}/{t} passed" for lvl, (p, t) in by_level.items()))
+    behaviours = sorted({f"{c['id']}: {c['behaviour']}" for c in cases if c.get("behaviour")})
+    if behaviours:
+        tr.write_line("behaviours seen: " + "; ".join(behaviours))
+    for case in cases:
+        if case["verdict"] in ("FAIL", "ERROR"):
+            tr.write_line(f"{case['verdict']} {case['id']} [{case['family']}]: {case['reason']}")
+    tr.write_line(f"report: {state.run_dir / 'index.html'}  results: {state.run_dir / 'results.json'}")

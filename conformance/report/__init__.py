@@ -1,0 +1,1 @@
+"""Human-readable conformance reports rendered from a run's results.json."""

@@ -1,0 +1,593 @@
+"""One self-contained HTML conformance report rendered from results.json (schema `tcp-conformance/results/1`).
+
+The page is laid out like an ISO/IEC 9646 test report (identification, IUT, summary, per-case results) and has
+to work offline, from a CI artifact or a mail attachment: inline CSS and a little vanilla JS, no external
+request. Case data is untrusted, so every value goes through `html.escape`; on top of that a
+Content-Security-Policy that allows only the hashes of our own inline style and script keeps any markup that
+slipped through inert and forbids every network fetch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os
+import pathlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR", "NOT-RUN")
+LEVELS = ("MUST", "SHOULD", "MAY", "INFO")
+DIRECTIONS = {"out": "tester \u2192 target", "in": "target \u2192 tester"}
+NO_LEVEL = "-"
+
+_CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --head: #f6f8fa; --accent: #0b4f8a; }
+* { box-sizing: border-box; }
+body { margin: 0 auto; max-width: 1280px; padding: 1.5rem; color: var(--fg); background: #fff;
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+h1 { font-size: 1.6rem; margin: 0 0 .25rem; }
+h2 { font-size: 1.2rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 2px solid var(--line); }
+h3 { font-size: 1rem; margin: 1rem 0 .4rem; }
+a { color: var(--accent); }
+code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
+  font-size: 12.5px; }
+pre { margin: 0; padding: .5rem .7rem; background: var(--head); border: 1px solid var(--line);
+  border-radius: 4px; white-space: pre-wrap; overflow-wrap: anywhere; }
+table { border-collapse: collapse; width: 100%; margin: .3rem 0 .8rem; }
+th, td { border: 1px solid var(--line); padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: var(--head); font-weight: 600; }
+table.kv th { width: 14rem; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.muted { color: var(--muted); }
+.subtitle { color: var(--muted); margin: 0 0 1rem; }
+.notice { border: 1px solid #d4a72c; background: #fff8c5; padding: .4rem .7rem; border-radius: 4px; }
+.badge { display: inline-block; min-width: 6.5em; padding: .05rem .45rem; border-radius: 3px; color: #fff;
+  font-weight: 600; font-size: 12px; text-align: center; white-space: nowrap;
+  -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+.v-pass { background: #1a7f37; }
+.v-fail { background: #cf222e; }
+.v-inconclusive { background: #9a6700; }
+.v-error { background: #8250df; }
+.v-not-run, .v-other { background: #6e7781; }
+.cards { display: flex; flex-wrap: wrap; gap: .6rem; margin: .3rem 0 .8rem; padding: 0; list-style: none; }
+.cards li { border: 1px solid var(--line); border-radius: 4px; padding: .4rem .8rem; min-width: 8rem; }
+.cards .n { display: block; font-size: 1.4rem; font-weight: 600; }
+#filters { display: flex; flex-wrap: wrap; gap: .4rem 1.4rem; align-items: center; padding: .5rem .7rem;
+  margin-bottom: .5rem; border: 1px solid var(--line); border-radius: 4px; background: var(--head); }
+#filters fieldset { border: 0; margin: 0; padding: 0; }
+#filters legend { float: left; font-weight: 600; margin-right: .5rem; }
+#filters label { margin-right: .6rem; white-space: nowrap; }
+#filter-text { min-width: 16rem; padding: .2rem .4rem; }
+#cases td:first-child { white-space: nowrap; }
+tr.out-fail td, tr.hit td { background: #ffebe9; }
+details.case { border: 1px solid var(--line); border-radius: 4px; margin: .5rem 0; }
+details.case > summary { cursor: pointer; padding: .4rem .7rem; background: var(--head); }
+details.case[open] > summary { border-bottom: 1px solid var(--line); }
+details.case > .body { padding: .3rem .9rem .8rem; }
+.sxs { display: grid; grid-template-columns: 1fr 1fr; gap: .6rem; }
+.sxs h4 { margin: .2rem 0; font-size: .85rem; }
+.toolbar { margin: .4rem 0; }
+[hidden] { display: none !important; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 11px; }
+  #filters, .toolbar { display: none !important; }
+  a { color: inherit; text-decoration: none; }
+  h2 { break-after: avoid; }
+  tr, pre, .sxs { break-inside: avoid; }
+  details.case > summary { list-style: none; }
+}
+"""
+
+# ASCII only: the CSP hash is over the UTF-8 bytes the browser sees.
+_JS = """
+(function () {
+  "use strict";
+  var bar = document.getElementById("filters");
+  var query = document.getElementById("filter-text");
+  var count = document.getElementById("filter-count");
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#cases tbody tr[data-case]"));
+  var cases = Array.prototype.slice.call(document.querySelectorAll("details.case"));
+  function enabled(group) {
+    var set = {};
+    bar.querySelectorAll('input[data-filter="' + group + '"]').forEach(function (box) {
+      if (box.checked) { set[box.value] = true; }
+    });
+    return set;
+  }
+  function apply() {
+    var verdicts = enabled("verdict"), levels = enabled("level");
+    var q = query.value.trim().toLowerCase(), shown = 0;
+    rows.forEach(function (row) {
+      var ok = verdicts[row.dataset.verdict] === true && levels[row.dataset.level] === true &&
+        row.dataset.text.indexOf(q) !== -1;
+      row.hidden = !ok;
+      var det = document.getElementById(row.dataset.case);
+      if (det) { det.hidden = !ok; }
+      if (ok) { shown += 1; }
+    });
+    count.textContent = shown + " of " + rows.length + " cases shown";
+  }
+  function openTarget() {
+    var id = decodeURIComponent(location.hash.slice(1));
+    var el = id ? document.getElementById(id) : null;
+    if (el && el.tagName === "DETAILS") { el.hidden = false; el.open = true; }
+  }
+  function setAll(open) { cases.forEach(function (d) { d.open = open; }); }
+  var wasOpen = [];
+  window.addEventListener("beforeprint", function () {
+    wasOpen = cases.map(function (d) { return d.open; });
+    setAll(true);
+  });
+  window.addEventListener("afterprint", function () {
+    cases.forEach(function (d, i) { d.open = wasOpen[i]; });
+  });
+  document.getElementById("expand-all").addEventListener("click", function () { setAll(true); });
+  document.getElementById("collapse-all").addEventListener("click", function () { setAll(false); });
+  document.getElementById("filter-reset").addEventListener("click", function () {
+    bar.querySelectorAll("input[data-filter]").forEach(function (box) { box.checked = true; });
+    query.value = "";
+    apply();
+  });
+  bar.addEventListener("input", apply);
+  bar.addEventListener("change", apply);
+  window.addEventListener("hashchange", openTarget);
+  bar.hidden = false;
+  document.querySelector(".toolbar").hidden = false;
+  apply();
+  openTarget();
+})();
+"""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _e(value: Any) -> str:
+    """Escape any value for text or a quoted attribute; None renders as nothing."""
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """Lenient list coercion: a crashed or hand-edited results.json may hold a string or null."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable) or isinstance(value, Mapping):
+        return [value]
+    return list(value)
+
+
+def _as_map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-") or "other"
+
+
+def _verdict(case: Mapping[str, Any]) -> str:
+    return str(case.get("verdict") or "UNKNOWN").upper()
+
+
+def _level(case: Mapping[str, Any]) -> str:
+    return str(case.get("level") or NO_LEVEL).upper()
+
+
+def _label(case: Mapping[str, Any]) -> str:
+    """Case id plus its family: the same id runs once per family (ipv4, ipv6)."""
+    family = case.get("family")
+    return f"{case.get('id', '?')} [{family}]" if family else str(case.get("id", "?"))
+
+
+def _ordered(known: Sequence[str], seen: Iterable[str]) -> list[str]:
+    """Known values in their canonical order, then any unexpected values found in the data."""
+    seen = list(dict.fromkeys(seen))
+    return [v for v in known if v in seen] + sorted(v for v in seen if v not in known)
+
+
+def _badge(verdict: str) -> str:
+    cls = f"v-{_slug(verdict)}" if verdict in VERDICTS else "v-other"
+    return f'<span class="badge {cls}">{_e(verdict)}</span>'
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ms(t: Any) -> str:
+    """Trace time: seconds since case start, shown in milliseconds with 3 decimals."""
+    f = _float(t)
+    return _e(t) if f is None else f"{f * 1000:.3f}"
+
+
+def _seconds(value: Any) -> str:
+    f = _float(value)
+    return _e(value) if f is None else f"{f:.3f}\u00a0s"
+
+
+def _elapsed(started: Any, finished: Any) -> str:
+    try:
+        delta = datetime.fromisoformat(str(finished)) - datetime.fromisoformat(str(started))
+    except ValueError:
+        return ""
+    return f"{delta.total_seconds():.1f}\u00a0s"
+
+
+def _csp_hash(source: str) -> str:
+    digest = hashlib.sha256(source.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+def _anchors(cases: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Readable, unique element ids (`case-simopen-01-ipv4`) usable as `report.html#case-...` links."""
+    out: list[str] = []
+    used: set[str] = set()
+    for case in cases:
+        base = "case-" + _slug(f"{case.get('id', '')}-{case.get('family') or ''}")
+        anchor, n = base, 2
+        while anchor in used:
+            anchor, n = f"{base}-{n}", n + 1
+        used.add(anchor)
+        out.append(anchor)
+    return out
+
+
+def _kv_table(rows: Iterable[tuple[str, str]]) -> str:
+    """Two-column table; values are already-rendered HTML, keys are escaped here."""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def _table(cls: str, head: str, rows: Iterable[str]) -> str:
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _mapping_table(mapping: Mapping[str, Any], empty: str) -> str:
+    if not mapping:
+        return f'<span class="muted">{_e(empty)}</span>'
+    return _kv_table((str(k), f'<span class="mono">{_e(v)}</span>') for k, v in mapping.items())
+
+
+def _codes(values: Iterable[Any], sep: str = " ") -> str:
+    return sep.join(f"<code>{_e(v)}</code>" for v in values)
+
+
+def _pre(text: Any) -> str:
+    return f"<pre>{_e(text)}</pre>"
+
+
+def _pcap(path: Any) -> str:
+    """Link the capture by its relative path; anything with a scheme or host is shown as text only."""
+    if not path:
+        return '<span class="muted">no capture recorded</span>'
+    text = str(path)
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc or text.startswith(("/", "\\")):
+        return f'<code>{_e(text)}</code> <span class="muted">(not a relative path, not linked)</span>'
+    return f'<a href="{_e(quote(text, safe="/"))}"><code>{_e(text)}</code></a>'
+
+
+# --------------------------------------------------------------------------- page sections
+
+
+def _head(results: Mapping[str, Any]) -> str:
+    csp = (
+        f"default-src 'none'; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_JS)}; "
+        "img-src 'none'; form-action 'none'; base-uri 'none'"
+    )
+    title = f"TCP conformance test report \u2014 {results.get('run_id', '')}"
+    return (
+        '<head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="tcp-conformance {_e(results.get("suite_version", ""))}">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+    )
+
+
+def _identification(results: Mapping[str, Any]) -> str:
+    started, finished = results.get("started"), results.get("finished")
+    elapsed = _elapsed(started, finished)
+    rows = [
+        ("Test suite", f"tcp-conformance {_e(results.get('suite_version', '?'))}"),
+        ("Results schema", f"<code>{_e(results.get('schema', '?'))}</code>"),
+        ("Run id", f"<code>{_e(results.get('run_id', '?'))}</code>"),
+        ("Started", _e(started)),
+        ("Finished", _e(finished) + (f' <span class="muted">({elapsed})</span>' if elapsed else "")),
+        ("Command", f"<code>{_e(results.get('command', ''))}</code>"),
+        ("Profile", f"<code>{_e(results.get('profile', ''))}</code>"),
+    ]
+    notice = ""
+    if results.get("schema") not in (None, "tcp-conformance/results/1"):
+        notice = '<p class="notice">Unexpected results schema: the report may be incomplete.</p>'
+    return f"<section><h2>1. Test report identification</h2>{notice}{_kv_table(rows)}</section>"
+
+
+def _iut(target: Mapping[str, Any]) -> str:
+    caps = _as_list(target.get("capabilities"))
+    nft = target.get("nft")
+    rows = [
+        ("Name", f"<strong>{_e(target.get('name', '?'))}</strong>"),
+        ("Kind", _e(target.get("kind", ""))),
+        ("Description", _e(target.get("description", ""))),
+        ("Declared capabilities", _codes(caps) if caps else '<span class="muted">none declared</span>'),
+        ("Sysctls", _mapping_table(_as_map(target.get("sysctls")), "none set")),
+        ("nft rules", _pre(nft) if nft else '<span class="muted">none</span>'),
+    ]
+    return f"<section><h2>2. Implementation under test</h2>{_kv_table(rows)}</section>"
+
+
+def _environment(env: Mapping[str, Any]) -> str:
+    return f"<section><h2>3. Test environment</h2>{_mapping_table(env, 'not recorded')}</section>"
+
+
+def _verdict_summary(cases: Sequence[Mapping[str, Any]], stored: Mapping[str, Any]) -> str:
+    counts = Counter(_verdict(c) for c in cases)
+    items = "".join(
+        f'<li>{_badge(v)}<span class="n" data-count="{_e(v)}">{counts.get(v, 0)}</span></li>'
+        for v in _ordered(VERDICTS, [*VERDICTS, *counts])
+    )
+    total = len(cases)
+    items += f'<li><span class="muted">TOTAL</span><span class="n" data-count="TOTAL">{total}</span></li>'
+    notice = ""
+    if stored and any(int(_float(stored.get(v)) or 0) != counts.get(v, 0) for v in {*stored, *counts}):
+        notice = (
+            '<p class="notice">The summary stored in results.json ('
+            + _e(", ".join(f"{k} {v}" for k, v in stored.items()))
+            + ") differs from the cases it lists; the counts above are recomputed from the cases.</p>"
+        )
+    return f'<h3>Verdicts</h3><ul class="cards">{items}</ul>{notice}'
+
+
+def _level_summary(cases: Sequence[Mapping[str, Any]]) -> str:
+    by_level: dict[str, Counter[str]] = {}
+    for case in cases:
+        by_level.setdefault(_level(case), Counter())[_verdict(case)] += 1
+    if not by_level:
+        return '<h3>Requirement levels</h3><p class="muted">No cases.</p>'
+    items = []
+    for level in _ordered(LEVELS, by_level):
+        counts = by_level[level]
+        total, passed = sum(counts.values()), counts.get("PASS", 0)
+        others = ", ".join(f"{n} {v}" for v, n in counts.items() if v != "PASS")
+        items.append(
+            f'<li data-level="{_e(level)}" data-passed="{passed}" data-total="{total}">'
+            f"<strong>{_e(level)}</strong> {passed}/{total} passed"
+            + (f' <span class="muted">({_e(others)})</span>' if others else "")
+            + "</li>"
+        )
+    return f'<h3>Requirement levels</h3><ul class="levels">{"".join(items)}</ul>'
+
+
+def _failed_refs(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> str:
+    """Every requirement ref of a FAIL case, with links to the cases that failed it."""
+    failed: dict[str, list[str]] = {}
+    for case, anchor in zip(cases, anchors, strict=True):
+        if _verdict(case) == "FAIL":
+            link = f'<a href="#{anchor}">{_e(_label(case))}</a>'
+            for ref in _as_list(case.get("refs")) or ["(no ref)"]:
+                failed.setdefault(str(ref), []).append(link)
+    if not failed:
+        return '<h3>Requirements failed</h3><p class="muted">None.</p>'
+    items = "".join(
+        f'<li data-ref="{_e(ref)}"><code>{_e(ref)}</code> \u2014 {", ".join(links)}</li>'
+        for ref, links in sorted(failed.items())
+    )
+    return f'<h3>Requirements failed</h3><ul class="failed-refs">{items}</ul>'
+
+
+def _summary(results: Mapping[str, Any], cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> str:
+    return (
+        '<section id="summary"><h2>4. Summary of results</h2>'
+        + _verdict_summary(cases, _as_map(results.get("summary")))
+        + _level_summary(cases)
+        + _failed_refs(cases, anchors)
+        + "</section>"
+    )
+
+
+def _checkboxes(group: str, legend: str, values: Iterable[str]) -> str:
+    boxes = "".join(
+        f'<label><input type="checkbox" data-filter="{group}" value="{_e(v)}" checked> '
+        f"{_e('(none)' if v == NO_LEVEL else v)}</label>"
+        for v in values
+    )
+    return f"<fieldset><legend>{legend}</legend>{boxes}</fieldset>"
+
+
+def _filters(cases: Sequence[Mapping[str, Any]]) -> str:
+    """Filter bar, hidden until the script runs so that a page without JS shows no dead controls."""
+    verdicts = _ordered(VERDICTS, [*VERDICTS, *(_verdict(c) for c in cases)])
+    levels = _ordered(LEVELS, [*LEVELS, *(_level(c) for c in cases)])
+    return (
+        '<div id="filters" hidden>'
+        + _checkboxes("verdict", "Verdict", verdicts)
+        + _checkboxes("level", "Level", levels)
+        + '<label>Search <input type="search" id="filter-text" placeholder="id, title or ref"></label>'
+        + '<button type="button" id="filter-reset">Reset</button>'
+        + '<span id="filter-count" class="muted"></span></div>'
+    )
+
+
+def _search_text(case: Mapping[str, Any]) -> str:
+    parts = [case.get(k) for k in ("id", "family", "title", "nodeid")] + _as_list(case.get("refs"))
+    return " ".join(str(p) for p in parts if p).lower()
+
+
+def _case_row(case: Mapping[str, Any], anchor: str) -> str:
+    verdict, level = _verdict(case), _level(case)
+    return (
+        f'<tr data-case="{anchor}" data-verdict="{_e(verdict)}" data-level="{_e(level)}" '
+        f'data-text="{_e(_search_text(case))}">'
+        f'<td><a href="#{anchor}"><code>{_e(case.get("id", "?"))}</code></a></td>'
+        f"<td>{_e(case.get('family', ''))}</td>"
+        f"<td>{_e(case.get('title', ''))}</td>"
+        f"<td>{_e(level)}</td>"
+        f"<td>{_codes(_as_list(case.get('refs')), '<br>')}</td>"
+        f"<td>{_badge(verdict)}</td>"
+        f"<td>{_e(case.get('behaviour') or '')}</td>"
+        f'<td class="num">{_seconds(case.get("duration_s"))}</td></tr>'
+    )
+
+
+def _case_table(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("Id", "Family", "Title", "Level", "Refs", "Verdict"))
+    head += '<th>Behaviour</th><th class="num">Duration</th>'
+    if cases:
+        body = "".join(_case_row(c, a) for c, a in zip(cases, anchors, strict=True))
+    else:
+        body = '<tr><td colspan="8" class="muted">No cases in this run.</td></tr>'
+    return (
+        '<section id="case-list"><h2>5. Test case results</h2>'
+        + _filters(cases)
+        + f'<table id="cases"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
+    )
+
+
+def _failure(failure: Mapping[str, Any]) -> str:
+    """Expected vs actual side by side, the mismatches and where in the case file it failed."""
+    where = ", ".join(f"{k} {_e(failure[k])}" for k in ("step", "line", "kind") if failure.get(k) is not None)
+    mismatches = _as_list(failure.get("mismatches"))
+    parts = [
+        "<h3>Failure</h3>",
+        f'<p class="failure-where">Failed at {where}</p>' if where else "",
+        '<div class="sxs">',
+        f'<div><h4>Expected</h4><pre class="expected">{_e(failure.get("expected", ""))}</pre></div>',
+        f'<div><h4>Actual</h4><pre class="actual">{_e(failure.get("actual", ""))}</pre></div>',
+        "</div>",
+    ]
+    if mismatches:
+        parts.append('<ul class="mismatches">' + "".join(f"<li>{_e(m)}</li>" for m in mismatches) + "</ul>")
+    if failure.get("requirement"):
+        parts.append(f"<p><strong>Requirement:</strong> {_e(failure['requirement'])}</p>")
+    return "".join(parts)
+
+
+def _steps(steps: Sequence[Any]) -> str:
+    if not steps:
+        return '<h3>Steps</h3><p class="muted">No steps recorded.</p>'
+    rows = []
+    for step in (_as_map(s) for s in steps):
+        outcome = str(step.get("outcome") or "")
+        detail = step.get("detail")
+        summary = f"<code>{_e(step.get('summary', ''))}</code>"
+        if detail:
+            summary += f'<br><span class="muted">{_e(detail)}</span>'
+        rows.append(
+            f'<tr class="out-{_slug(outcome)}"><td class="num">{_e(step.get("index"))}</td>'
+            f'<td class="num">{_e(step.get("line"))}</td><td>{_e(step.get("kind", ""))}</td>'
+            f"<td>{summary}</td><td>{_e(outcome)}</td></tr>"
+        )
+    head = '<th class="num">#</th><th class="num">Line</th><th>Kind</th><th>Summary</th><th>Outcome</th>'
+    return "<h3>Steps</h3>" + _table("steps", head, rows)
+
+
+def _trace(trace: Sequence[Any], failed_step: Any) -> str:
+    if not trace:
+        return '<h3>Trace</h3><p class="muted">No packets captured.</p>'
+    rows = []
+    for pkt in (_as_map(p) for p in trace):
+        direction = DIRECTIONS.get(str(pkt.get("dir")), str(pkt.get("dir", "")))
+        step = pkt.get("step")
+        hit = ' class="hit"' if failed_step is not None and step == failed_step else ""
+        rows.append(
+            f'<tr{hit}><td class="num">{_ms(pkt.get("t"))}</td><td>{_e(direction)}</td>'
+            f'<td><code>{_e(pkt.get("summary", ""))}</code></td><td class="num">{_e(step)}</td></tr>'
+        )
+    head = '<th class="num">t (ms)</th><th>Direction</th><th>Segment</th><th class="num">Step</th>'
+    return "<h3>Trace</h3>" + _table("trace", head, rows)
+
+
+def _case_details(case: Mapping[str, Any], anchor: str) -> str:
+    verdict = _verdict(case)
+    failure = _as_map(case.get("failure"))
+    tags = _as_list(case.get("tags"))
+    info = [
+        ("Level", _e(_level(case))),
+        ("Refs", _codes(_as_list(case.get("refs")))),
+        ("Requirement", _e(case.get("requirement", ""))),
+        ("Verdict", _badge(verdict)),
+        ("Reason", _e(case.get("reason", ""))),
+        ("Behaviour observed", _e(case.get("behaviour") or "")),
+        ("Tags", _codes(tags) if tags else ""),
+        ("Case file", f"<code>{_e(case.get('file', ''))}</code>"),
+        ("Node id", f"<code>{_e(case.get('nodeid', ''))}</code>"),
+        ("Started", _e(case.get("started", ""))),
+        ("Duration", _seconds(case.get("duration_s"))),
+        ("Protocol wait", _seconds(case.get("protocol_wait_s"))),
+        ("Capture", _pcap(case.get("pcap"))),
+    ]
+    message = case.get("message")
+    return (
+        f'<details class="case" id="{anchor}" data-verdict="{_e(verdict)}">'
+        f"<summary>{_badge(verdict)} <strong><code>{_e(_label(case))}</code></strong> "
+        f"{_e(case.get('title', ''))}</summary>"
+        '<div class="body">'
+        + _kv_table((k, v) for k, v in info if v)
+        + (_failure(failure) if failure else "")
+        + (f'<h3>Message</h3><pre class="message">{_e(message)}</pre>' if message else "")
+        + _steps(_as_list(case.get("steps")))
+        + _trace(_as_list(case.get("trace")), failure.get("step"))
+        + f'<h3>Rerun</h3><pre><code class="rerun">{_e(case.get("rerun", ""))}</code></pre>'
+        + "</div></details>"
+    )
+
+
+def _details(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> str:
+    toolbar = (
+        '<div class="toolbar" hidden><button type="button" id="expand-all">Expand all</button> '
+        '<button type="button" id="collapse-all">Collapse all</button></div>'
+    )
+    body = "".join(_case_details(c, a) for c, a in zip(cases, anchors, strict=True))
+    return f'<section id="case-details"><h2>6. Test case details</h2>{toolbar}{body}</section>'
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def render_html(results: dict) -> str:
+    """Render a results.json document (as loaded by `json.load`) into one self-contained HTML page."""
+    cases = [_as_map(c) for c in _as_list(results.get("cases"))]
+    anchors = _anchors(cases)
+    target = _as_map(results.get("target"))
+    header = (
+        "<header><h1>TCP conformance test report</h1>"
+        f'<p class="subtitle">Run <code>{_e(results.get("run_id", "?"))}</code> against '
+        f"<strong>{_e(target.get('name', '?'))}</strong>, "
+        f"profile <code>{_e(results.get('profile', ''))}</code></p></header>"
+    )
+    sections = [
+        _identification(results),
+        _iut(target),
+        _environment(_as_map(results.get("environment"))),
+        _summary(results, cases, anchors),
+        _case_table(cases, anchors),
+        _details(cases, anchors),
+    ]
+    main = "<main>\n" + "\n".join(sections) + "\n</main>"
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n{_head(results)}\n<body>\n{header}\n{main}\n'
+        f"<script>{_JS}</script>\n</body>\n</html>\n"
+    )
+
+
+def write_html(results: dict, path: pathlib.Path) -> None:
+    """Write the report atomically, so a reader never sees a half-written page."""
+    path = pathlib.Path(path)
+    page = render_html(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

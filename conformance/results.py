@@ -1,0 +1,106 @@
+"""results.json: the run's source of truth (schema in docs/results-schema.md).
+
+Each finished case is appended at once to ``cases.<worker>.jsonl`` in the run directory, so a crash
+loses at most the running case; ``finalize`` merges those lines into results.json at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .engine.result import CaseResult, Verdict
+from .model.loader import Case
+from .wire.pcap import write_pcap
+
+SCHEMA = "tcp-conformance/results/1"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def case_record(case: Case, family: str, nodeid: str, result: CaseResult, *, rootdir: Path,
+                pcap: str | None, rerun: str, message: str) -> dict[str, Any]:  # fmt: skip
+    try:
+        file = str(case.file.resolve().relative_to(rootdir))
+    except ValueError:
+        file = str(case.file)
+    return {
+        "id": case.id, "family": family, "nodeid": nodeid, "title": case.meta.title, "file": file,
+        "line": case.line, "level": str(case.meta.level), "refs": list(case.meta.refs),
+        "requirement": case.meta.requirement, "tags": list(case.meta.tags),
+        "verdict": str(result.verdict), "reason": result.reason,
+        "behaviour": result.behaviour, "behaviour_text": result.behaviour_text,
+        "started": iso(result.started), "duration_s": round(result.duration_s, 6),
+        "protocol_wait_s": round(result.protocol_wait_s, 6),
+        "failure": result.failure_json(), "message": message,
+        "steps": [vars(s) for s in result.steps], "trace": result.trace_json(),
+        "observations": result.observations, "pcap": pcap, "rerun": rerun,
+    }  # fmt: skip
+
+
+class RunWriter:
+    """Appends case records for one worker; writes the case's pcap beside them."""
+
+    def __init__(self, run_dir: Path, worker: str) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / f"cases.{worker}.jsonl"
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    def pcap_path(self, case_id: str, family: str) -> tuple[Path, str]:
+        rel = f"cases/{case_id}-{family}.pcap"
+        return self.run_dir / rel, rel
+
+    def write_pcap(self, result: CaseResult, case_id: str, family: str) -> str:
+        path, rel = self.pcap_path(case_id, family)
+        write_pcap(path, ((e.ts, e.raw) for e in result.trace))
+        return rel
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=False) + "\n"
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def read_cases(run_dir: Path) -> list[dict[str, Any]]:
+    """Every case record of the run, from all workers, in start order; torn last lines are skipped."""
+    cases = []
+    for path in sorted(run_dir.glob("cases.*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                cases.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return sorted(cases, key=lambda c: c.get("started", ""))
+
+
+def summarize(cases: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {str(v): 0 for v in Verdict}
+    for case in cases:
+        counts[case["verdict"]] = counts.get(case["verdict"], 0) + 1
+    return counts
+
+
+def finalize(run_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """Merge the workers' lines into results.json and return the document."""
+    cases = read_cases(run_dir)
+    doc = {
+        "schema": SCHEMA, "suite_version": __version__, **header, "finished": iso(time.time()),
+        "environment": {"python": platform.python_version(), "platform": platform.platform(),
+                        "hostname": socket.gethostname()},
+        "summary": summarize(cases), "cases": cases,
+    }  # fmt: skip
+    tmp = run_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    tmp.replace(run_dir / "results.json")
+    return doc

@@ -1,0 +1,1 @@
+"""Targets (implementations under test): targets.yaml, the local network-namespace target, the agent."""

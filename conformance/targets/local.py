@@ -1,0 +1,84 @@
+"""The embedded default target: the Linux kernel of this host in a private network namespace.
+
+One namespace per pytest worker holds a TUN device ``tk0`` with the target's addresses; the tester's
+addresses are routed into the TUN and owned by no kernel. Per-namespace sysctls and an nftables ruleset
+from targets.yaml describe variants of the kernel. The upper-tester agent runs inside the namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..upper_tester import AgentClient
+from ..wire.tun import TunLink
+from . import netns
+from .config import TargetConfig
+
+TUN_NAME = "tk0"
+AGENT_PATH = Path(__file__).resolve().parent.parent / "agent.py"
+
+
+class LocalTarget:
+    """Creates, owns and removes one namespace with its link and agent."""
+
+    def __init__(self, config: TargetConfig, worker: str = "main") -> None:
+        self.config = config
+        self.ns = netns.namespace_name(worker)
+        self.link: TunLink | None = None
+        self.agent: AgentClient | None = None
+
+    @property
+    def capabilities(self) -> set[str]:
+        return self.config.declared_capabilities()
+
+    def start(self) -> None:
+        """Bring the target up; on any failure, remove what was created and raise NetnsError."""
+        netns.check_prerequisites()
+        netns.reap_leftovers()
+        netns.create(self.ns)
+        try:
+            self.link = netns.call_in_netns(self.ns, lambda: TunLink.open(TUN_NAME))
+            self._configure()
+            self.agent = AgentClient.spawn(self._agent_argv())
+        except BaseException:
+            self.stop()
+            raise
+
+    def _configure(self) -> None:
+        v4, v6 = self.config.ipv4, self.config.ipv6
+        commands = [
+            "link set lo up",
+            f"link set {TUN_NAME} up",
+            f"addr add {v4.target}/{v4.prefix} dev {TUN_NAME}",
+            f"addr add {v6.target}/{v6.prefix} dev {TUN_NAME} nodad",
+        ]
+        netns.run(["ip", "-n", self.ns, "-batch", "-"], input_text="\n".join(commands) + "\n")
+        if self.config.sysctls:
+            settings = [f"{k}={v}" for k, v in self.config.sysctls.items()]
+            netns.run(["ip", "netns", "exec", self.ns, "sysctl", "-q", "-w", *settings])
+        if self.config.nft.strip():
+            netns.run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input_text=self.config.nft)
+
+    def _agent_argv(self) -> list[str]:
+        allowed = [self.config.ipv4.tester, self.config.ipv6.tester]
+        argv = ["ip", "netns", "exec", self.ns, sys.executable, "-u", str(AGENT_PATH), "--stdio"]
+        for addr in allowed:
+            argv += ["--allow-connect", addr]
+        return argv
+
+    def stop(self) -> None:
+        """Remove everything this target created; safe to call twice and after a partial start."""
+        if self.agent is not None:
+            self.agent.close()
+            self.agent = None
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        for pid in netns.pids_in(self.ns) if os.path.exists(f"{netns.NETNS_DIR}/{self.ns}") else []:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        netns.delete(self.ns)

@@ -1,0 +1,1 @@
+"""Links to the target and the segments that cross them."""

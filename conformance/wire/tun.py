@@ -1,0 +1,138 @@
+"""The TUN link: the target kernel routes the tester's addresses into a TUN device whose file descriptor
+the lower tester holds. No kernel owns the tester's addresses, so none answers on the tester's behalf.
+
+Frames are read from an AF_PACKET socket bound to the TUN device, which sees both directions with kernel
+receive timestamps (SO_TIMESTAMPNS): the target's segments as PACKET_OUTGOING, the tester's as PACKET_HOST.
+The TUN fd itself is drained so its queue never fills.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+ETH_P_ALL = 0x0003
+SO_TIMESTAMPNS = 35  # Python 3.11's socket module lacks the constant
+PACKET_HOST = 0
+PACKET_OUTGOING = 4
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One packet seen on the link: ``inbound`` is from the target, ``ts`` kernel time in seconds."""
+
+    data: bytes
+    ts: float
+    inbound: bool
+
+
+class LinkDown(OSError):
+    """The link's device or fd went away."""
+
+
+class TunLink:
+    """A persistent, non-blocking TUN link. Create it inside the target's namespace (see ``open``)."""
+
+    def __init__(self, tun_fd: int, capture: socket.socket, ifname: str) -> None:
+        self.tun_fd = tun_fd
+        self.capture = capture
+        self.ifname = ifname
+        self._poll = select.poll()
+        self._poll.register(capture.fileno(), select.POLLIN)
+        self._ancbuf = socket.CMSG_SPACE(16)
+
+    @classmethod
+    def open(cls, ifname: str) -> TunLink:
+        """Create the TUN device and the capture socket in the calling thread's namespace."""
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+            cap = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        except OSError:
+            os.close(fd)
+            raise
+        cap.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        cap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        cap.setblocking(False)
+        cap.bind((ifname, ETH_P_ALL))
+        return cls(fd, cap, ifname)
+
+    def send(self, packet: bytes) -> None:
+        try:
+            os.write(self.tun_fd, packet)
+        except OSError as exc:
+            if exc.errno in (errno.EBADF, errno.EIO, errno.ENODEV):
+                raise LinkDown(exc.errno, f"TUN link {self.ifname} is down: {exc.strerror}") from None
+            raise
+
+    def receive(self, timeout: float) -> Frame | None:
+        """The next frame in either direction, or None when ``timeout`` seconds pass without one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._read_one()
+            if frame is not None:
+                return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._poll.poll(max(1, int(remaining * 1000 + 0.999)) if remaining > 0.001 else 1)
+
+    def _read_one(self) -> Frame | None:
+        try:
+            data, anc, _flags, addr = self.capture.recvmsg(65535, self._ancbuf)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            # A packet socket bound before its device came up reports ENETDOWN once; it is stale.
+            if exc.errno == errno.ENETDOWN:
+                return None
+            raise
+        ts = time.time()
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+                sec, nsec = struct.unpack("qq", payload[:16])
+                ts = sec + nsec / 1e9
+        inbound = addr[2] == PACKET_OUTGOING  # the kernel transmitted it into the TUN: the target spoke
+        if inbound:
+            self._drain_tun()
+        return Frame(data, ts, inbound)
+
+    def _drain_tun(self) -> None:
+        try:
+            os.read(self.tun_fd, 65535)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise LinkDown(exc.errno, f"TUN link {self.ifname} is down: {exc.strerror}") from None
+
+    def flush(self) -> int:
+        """Discard whatever is queued (frames of earlier cases); returns how many frames were dropped."""
+        dropped = 0
+        while self._read_one() is not None:
+            dropped += 1
+        while True:
+            try:
+                os.read(self.tun_fd, 65535)
+            except OSError:
+                break
+        return dropped
+
+    def close(self) -> None:
+        try:
+            self._poll.unregister(self.capture.fileno())
+        except (KeyError, ValueError):
+            pass
+        self.capture.close()
+        try:
+            os.close(self.tun_fd)
+        except OSError:
+            pass
