@@ -7,6 +7,7 @@ connects it to pytest.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shlex
 import signal
@@ -26,7 +27,7 @@ from .model.loader import Case, CaseFormatError, load_case
 from .results import RunWriter, case_record, finalize, iso, read_cases, summarize
 from .targets.config import TargetConfig, TargetConfigError, select_target
 from .targets.local import LocalTarget
-from .targets.netns import NetnsError
+from .targets.netns import NetnsError, check_prerequisites
 from .upper_tester import AgentError
 
 STATE = pytest.StashKey["RunState"]()
@@ -131,10 +132,8 @@ def _install_signal_handlers(state: RunState) -> None:
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread
-        pass
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -164,6 +163,22 @@ class CaseFile(pytest.File):
                 item.add_marker(tag)
             items.append(item)
         return items
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before any case runs: say in one line what the local target lacks (root, ip, TUN), if anything."""
+    state: RunState = config.stash[STATE]
+    if hasattr(config, "workerinput") or not any(isinstance(i, CaseItem) for i in items):
+        return
+    try:
+        entry = state.load_target()
+    except TargetConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if entry.kind == "local":
+        try:
+            check_prerequisites()
+        except NetnsError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 class CaseFailed(Exception):
@@ -204,7 +219,11 @@ class CaseItem(pytest.Item):
             state.writer = RunWriter(state.run_dir, state.worker)
         writer = state.writer
         pcap = writer.write_pcap(result, self.case.id, self.family)
-        source = str(self.path.relative_to(self.config.rootpath)) if self.path.is_relative_to(self.config.rootpath) else str(self.path)
+        source = (
+            str(self.path.relative_to(self.config.rootpath))
+            if self.path.is_relative_to(self.config.rootpath)
+            else str(self.path)
+        )
         message = explain(self.case, self.family, result, source, str(writer.run_dir / pcap))
         rerun = shlex.join(["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid])
         writer.append(case_record(self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
@@ -232,10 +251,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not any(state.run_dir.glob("cases.*.jsonl")):
         return
-    try:
+    with contextlib.suppress(TargetConfigError):
         state.load_target()
-    except TargetConfigError:
-        pass
     doc = finalize(state.run_dir, state.header())
     try:
         from .report.html import write_html

@@ -39,8 +39,7 @@ class Node:
         return [
             n
             for n in self.iter()
-            if (tag is None or n.tag == tag)
-            and all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
+            if (tag is None or n.tag == tag) and all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
         ]
 
     def find(self, tag: str | None = None, **attrs: str) -> Node:
@@ -172,9 +171,7 @@ def results() -> dict:
     ]
     cases = [
         make_case("SIMOPEN-01", "ipv4", "PASS", behaviour="challenge-ack"),
-        make_case(
-            "SIMOPEN-01", "ipv6", "PASS", trace=[{"t": 0.25, "dir": "out", "summary": "fd00::2 > fd00::1 S"}]
-        ),
+        make_case("SIMOPEN-01", "ipv6", "PASS", trace=[{"t": 0.25, "dir": "out", "summary": "fd00::2 > fd00::1 S"}]),
         make_case(
             "RST-03",
             "ipv4",
@@ -237,9 +234,7 @@ def test_csp_allows_exactly_the_inline_script_and_style(results: dict) -> None:
     for tag, directive in (("script", "script-src"), ("style", "style-src")):
         body = root.find(tag).text().encode()
         digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        assert f"{directive} 'sha256-{digest}'" in csp, (
-            f"CSP hash of <{tag}> is stale, the browser would block it"
-        )
+        assert f"{directive} 'sha256-{digest}'" in csp, f"CSP hash of <{tag}> is stale, the browser would block it"
 
 
 def test_header_identifies_run_target_and_environment(results: dict) -> None:
@@ -315,9 +310,7 @@ def test_failure_block_shows_expected_actual_mismatches_and_step(results: dict) 
     det = root.find("details", id="case-rst-03-ipv4")
     assert det.find("pre", **{"class": "expected"}).text() == FAILURE["expected"]
     assert det.find("pre", **{"class": "actual"}).text() == FAILURE["actual"]
-    assert [li.text() for li in det.find("ul", **{"class": "mismatches"}).find_all("li")] == FAILURE[
-        "mismatches"
-    ]
+    assert [li.text() for li in det.find("ul", **{"class": "mismatches"}).find_all("li")] == FAILURE["mismatches"]
     text = data_text(det)
     assert "Failed at step 2, line 14, kind expect" in text
     assert FAILURE["requirement"] in text and "Requirement text of RST-03" in text

@@ -11,12 +11,13 @@ target does not declare ends it with NOT-RUN before any packet is sent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import time
 import traceback
 from collections import deque
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from ..model.case import Alternative, ExpectNoneSpec, ExpectSpec, SendSpec, UtSpec
 from ..model.expr import MOD, ExprError, seq_diff
@@ -54,7 +55,11 @@ def pattern_bytes(n: int) -> bytes:
 
 
 def requirement_line(case: Case) -> str:
-    ids = [r.split(":", 1)[1] for r in case.meta.refs if ":" in r and r.split(":", 1)[1].startswith(("MUST", "SHLD", "MAY"))]
+    ids = [
+        r.split(":", 1)[1]
+        for r in case.meta.refs
+        if ":" in r and r.split(":", 1)[1].startswith(("MUST", "SHLD", "MAY"))
+    ]
     where = ", ".join(case.meta.refs)
     return f"{case.meta.requirement} [{case.meta.level}; {', '.join(ids) or where}]"
 
@@ -133,10 +138,8 @@ class CaseRunner:
             except AgentError:
                 return
         for call in calls:
-            try:
+            with contextlib.suppress(AgentError):
                 call.wait(2.0)
-            except AgentError:
-                pass
 
     # ---- steps ----------------------------------------------------------------------------------
     def _run_steps(self, steps: list[Step]) -> None:
@@ -187,7 +190,7 @@ class CaseRunner:
         self._collect(step.spec.for_)
 
     # ---- lower tester: send ----------------------------------------------------------------------
-    def _ev(self, expr, default: int | None = None, *, wrap: bool = True) -> int:  # noqa: ANN001
+    def _ev(self, expr, default: int | None = None, *, wrap: bool = True) -> int:
         if expr is None:
             if default is None:
                 raise StepError("a value is needed and has no default")
@@ -229,7 +232,7 @@ class CaseRunner:
             self.env["l_nxt"] = (seq + length) % MOD
         record.detail = parse_packet(packet).summary()  # type: ignore[union-attr]
 
-    def _option(self, opt) -> OutOption:  # noqa: ANN001
+    def _option(self, opt) -> OutOption:
         if opt.name in ("mss", "wscale"):
             return OutOption(opt.name, self._ev(opt.value, wrap=False))
         if opt.name == "ts":
@@ -248,7 +251,12 @@ class CaseRunner:
             return False
         src, dst, sport, dport = key
         if inbound:
-            return src == self.s.target_bytes and dst == self.s.tester_bytes and sport in self.t_ports and dport in self.l_ports
+            return (
+                src == self.s.target_bytes
+                and dst == self.s.tester_bytes
+                and sport in self.t_ports
+                and dport in self.l_ports
+            )
         return packet in self._sent_step
 
     def _collect(self, duration: float) -> None:
@@ -296,9 +304,9 @@ class CaseRunner:
             mss = seg.option("mss")
             if mss is not None and isinstance(mss.value(), int):
                 env["t_mss"] = mss.value()  # type: ignore[assignment]
-        elif "t_nxt" in env and seg.length and seq_diff(seg.end_seq, env["t_nxt"]) > 0 >= seq_diff(seg.seq, env["t_nxt"]):
-            env["t_nxt"] = seg.end_seq
-        elif "t_nxt" not in env and not seg.flags & 0x04:
+        elif (
+            "t_nxt" in env and seg.length and seq_diff(seg.end_seq, env["t_nxt"]) > 0 >= seq_diff(seg.seq, env["t_nxt"])
+        ) or ("t_nxt" not in env and not seg.flags & 0x04):
             env["t_nxt"] = seg.end_seq
         ts = seg.option("ts")
         if ts is not None and isinstance(ts.value(), tuple):
@@ -373,10 +381,15 @@ class CaseRunner:
                     self._accept_segment(seg, alt.alt.expect.bind)
                     break
             else:
+                found = [
+                    f"{a.alt.label}: {'; '.join(mismatches(a.alt.expect, seg, self.env))}" for a in alts if a.alt.expect
+                ]
                 raise StepFailed(
-                    "the segment matches none of the acceptable behaviours", self._describe_alts(alts), seg.summary(),
-                    [f"{a.alt.label}: {'; '.join(mismatches(a.alt.expect, seg, self.env))}" for a in alts if a.alt.expect],
-                )  # fmt: skip
+                    "the segment matches none of the acceptable behaviours",
+                    self._describe_alts(alts),
+                    seg.summary(),
+                    found,
+                )
         self._grade_behaviour(chosen.alt, seg)
         record.detail = f"{chosen.alt.label}: {chosen.alt.behaviour}"
         if chosen.then:

@@ -63,9 +63,7 @@ def _check(node: ast.AST) -> None:
 
 
 def _names(node: ast.AST) -> frozenset[str]:
-    return frozenset(
-        n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id not in _FUNCTIONS
-    )
+    return frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id not in _FUNCTIONS)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from targets.yaml describe variants of the kernel. The upper-tester agent runs i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -77,8 +78,6 @@ class LocalTarget:
             self.link.close()
             self.link = None
         for pid in netns.pids_in(self.ns) if os.path.exists(f"{netns.NETNS_DIR}/{self.ns}") else []:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
         netns.delete(self.ns)

@@ -3,6 +3,7 @@ running code inside one, and a reaper for the leftovers of dead runs."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -92,10 +93,8 @@ def reap_leftovers() -> list[str]:
         if not m or _alive(int(m.group(1))):
             continue
         for pid in pids_in(name):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
         delete(name)
         removed.append(name)
     return removed

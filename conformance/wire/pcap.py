@@ -18,6 +18,6 @@ def write_pcap(path: Path, frames: Iterable[tuple[float, bytes]]) -> None:
         writer._write_header(None)  # an empty case still yields a valid, empty capture
         for ts, data in sorted(frames, key=lambda f: f[0]):
             sec = int(ts)
-            writer.write_packet(data, sec=sec, usec=int(round((ts - sec) * 1e6)) % 1_000_000)
+            writer.write_packet(data, sec=sec, usec=round((ts - sec) * 1e6) % 1_000_000)
     finally:
         writer.close()

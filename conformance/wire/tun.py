@@ -8,6 +8,7 @@ The TUN fd itself is drained so its queue never fills.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -127,12 +128,8 @@ class TunLink:
         return dropped
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._poll.unregister(self.capture.fileno())
-        except (KeyError, ValueError):
-            pass
         self.capture.close()
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.tun_fd)
-        except OSError:
-            pass

@@ -1,0 +1,70 @@
+"""Helpers shared by the project's own tests (imported as `support`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = REPO / "targets.yaml"
+
+
+def netns_available() -> str | None:
+    """None when namespaces can be used here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if shutil.which("ip") is None:
+        return "needs the ip command (iproute2)"
+    if not Path("/dev/net/tun").exists():
+        return "needs /dev/net/tun"
+    return None
+
+
+needs_netns = pytest.mark.skipif(netns_available() is not None, reason=str(netns_available()))
+
+
+def our_namespaces(pid: int | None = None) -> list[str]:
+    """Namespaces carrying the suite's tag (of one run's pid, if given)."""
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+    prefix = f"tcpconf-{pid}-" if pid is not None else "tcpconf-"
+    return [n for n in names if n.startswith(prefix) and not n.startswith("tcpconf-test-")]
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    report_dir: Path
+    pid: int
+
+    @property
+    def results(self) -> dict:
+        return json.loads((self.report_dir / "results.json").read_text())
+
+    def verdicts(self) -> dict[str, str]:
+        return {f"{c['id']}[{c['family']}]": c["verdict"] for c in self.results["cases"]}
+
+
+def run_suite(tmp_path: Path, *args: str, cwd: Path = REPO, timeout: float = 300) -> SuiteRun:
+    """Run the suite in a separate pytest process, as a user would, and collect its report."""
+    report_dir = tmp_path / "report"
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--report-dir", str(report_dir), *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"suite run timed out: {' '.join(cmd)}\n{out[-3000:]}\n{err[-3000:]}") from None
+    return SuiteRun(proc.returncode, out, err, report_dir, proc.pid)
