@@ -409,6 +409,8 @@ class Session:
             self.reply_error(None, OpError("EINVAL", f"malformed request: {exc}"))
             return True
         req_id, op = req.get("id"), req.get("op")
+        if not isinstance(req_id, int) or isinstance(req_id, bool):
+            req_id = None  # answered with id null; check_request rejects the request
         try:
             self.check_request(req_id, op, req)
         except OpError as exc:
@@ -422,14 +424,14 @@ class Session:
         self.run(req_id, op, req)
         return op != "bye"
 
-    def check_request(self, req_id: Any, op: Any, req: dict) -> None:
+    def check_request(self, req_id: int | None, op: Any, req: dict) -> None:
         """Reject requests before the handshake, without an integer id, or naming no known op."""
         if not self.authenticated:
             if self.rejected or op != "hello" or not self.config.token_matches(req.get("token")):
                 self.rejected = True
                 raise OpError("EACCES", "the first request must be hello with the agent's token")
             self.authenticated = True
-        if not isinstance(req_id, int) or isinstance(req_id, bool):
+        if req_id is None:
             raise OpError("EINVAL", "the request id must be an integer")
         if op not in OPS:
             raise OpError("EINVAL", f"unknown op {op!r}; known ops: {', '.join(OPS)}")

@@ -1,0 +1,590 @@
+"""Tests of the upper-tester agent (conformance/agent.py) and its client (conformance/upper_tester.py).
+
+Every test that moves TCP traffic runs the agent inside a network namespace it creates (addresses from
+198.18.0.0/15 and 2001:2::/48 only) and removes that namespace afterwards, also on failure. Those tests
+are marked ``netns`` and are skipped without root or ``ip netns``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.upper_tester import AgentClient, AgentError, AgentGone, AgentTimeout
+
+AGENT = Path(__file__).resolve().parent.parent / "conformance" / "agent.py"
+V4, V6 = "198.18.0.1", "2001:2::1"
+V4_FORBIDDEN = "198.18.0.2"  # configured in the namespace, but not in the agent's --allow-connect list
+ADDRS = {"ipv4": V4, "ipv6": V6}
+TOKEN = "correct-horse"
+ALLOW = ("--allow-connect", V4, "--allow-connect", V6)
+PYTHON38 = Path.home() / ".pyenv" / "versions" / "3.8.18" / "bin" / "python"
+CLONE_NEWNET = 0x40000000
+PATTERN = b"0123456789abcdef"
+ALL_OPS = ("hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
+ALL_OPS += ("sockopt", "bye")
+
+_namespaces = itertools.count()
+TcpAgent = tuple[subprocess.Popen, int]  # the agent process and its management port
+
+
+def _netns_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespace tests need root"
+    if shutil.which("ip") is None:
+        return "network namespace tests need iproute2 ('ip' not found)"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"'ip netns' is unavailable: {probe.stderr.strip()}"
+    return None
+
+
+SKIP_NETNS = _netns_unavailable()
+
+
+# ---- fixtures and helpers ------------------------------------------------------------------------
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def _pids_in(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def _kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh namespace with lo up and the test addresses; deleted (its processes killed) afterwards."""
+    if SKIP_NETNS:
+        pytest.skip(SKIP_NETNS)
+    name = f"tcpconf-test-{os.getpid()}-{next(_namespaces)}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        for addr in (f"{V4}/32", f"{V4_FORBIDDEN}/32"):
+            _ip("-n", name, "addr", "add", addr, "dev", "lo")
+        _ip("-n", name, "addr", "add", f"{V6}/128", "dev", "lo", "nodad")
+        yield name
+    finally:
+        _kill_pids(_pids_in(name))  # only agents this test started can live in its namespace
+        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+
+def _agent_argv(ns: str, *args: str, python: str = sys.executable) -> list[str]:
+    return ["ip", "netns", "exec", ns, python, str(AGENT), *args]
+
+
+@pytest.fixture
+def spawn_agent(netns: str) -> Iterator[Callable[..., AgentClient]]:
+    """Start stdio agents in the namespace; each is closed and checked to be gone at teardown."""
+    clients: list[AgentClient] = []
+
+    def spawn(*args: str, token: str | None = None, python: str = sys.executable) -> AgentClient:
+        client = AgentClient.spawn(_agent_argv(netns, "--stdio", *args, python=python), token=token)
+        clients.append(client)
+        return client
+
+    yield spawn
+    for client in clients:
+        client.close()
+        assert client.process is not None and client.process.poll() is not None, "agent still running"
+
+
+@pytest.fixture
+def agent(spawn_agent: Callable[..., AgentClient]) -> AgentClient:
+    return spawn_agent(*ALLOW)
+
+
+def _raw_session(ns: str, args: list[str], lines: list[str]) -> tuple[list[dict], int]:
+    """Feed request lines to a stdio agent, close its stdin, and return its responses and exit status."""
+    data = "".join(line + "\n" for line in lines).encode()
+    proc = subprocess.run(_agent_argv(ns, "--stdio", *args), input=data, capture_output=True, timeout=20)
+    return [json.loads(line) for line in proc.stdout.splitlines()], proc.returncode
+
+
+def _pair(agent: AgentClient, family: str = "ipv4") -> tuple[int, int, int, dict, dict]:
+    """Listener, connected and accepted socket handles, plus the connect and accept results."""
+    addr = ADDRS[family]
+    listener = agent.call("listen", family=family, addr=addr, port=0)
+    accepting = agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
+    connected = agent.call("connect", family=family, addr=addr, port=listener["port"])
+    accepted = accepting.wait(6.0)
+    return listener["sock"], connected["sock"], accepted["sock"], connected, accepted
+
+
+def _recv(agent: AgentClient, sock: int, **args: Any) -> tuple[bytes, dict]:
+    result = agent.call("recv", sock=sock, **args)
+    return base64.b64decode(result["data_b64"]), result
+
+
+def _recv_exactly(agent: AgentClient, sock: int, length: int) -> bytes:
+    data = b""
+    while len(data) < length:
+        chunk, result = _recv(agent, sock)
+        assert not result["eof"], f"eof after {len(data)} of {length} bytes"
+        data += chunk
+    return data
+
+
+def _wait_state(agent: AgentClient, sock: int, wanted: set[str], timeout: float = 3.0) -> str:
+    """Poll ``state`` until it is one of ``wanted``; return the last state seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = agent.call("state", sock=sock)["state"]
+        if state in wanted or time.monotonic() > deadline:
+            return state
+        time.sleep(0.02)
+
+
+def _error_of(call: Callable[[], Any]) -> str:
+    with pytest.raises(AgentError) as info:
+        call()
+    return info.value.error
+
+
+def _in_netns(ns: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a thread that joined namespace ``ns``: sockets it creates live in that namespace."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            finally:
+                os.close(fd)
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30.0)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _connect_tcp_when_up(port: int, token: str | None) -> AgentClient:
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            return AgentClient.connect_tcp(V4, port, token, timeout=5.0)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def tcp_agent(netns: str) -> Iterator[TcpAgent]:
+    """An agent serving the management protocol on 198.18.0.1:7070 inside the namespace."""
+    port = 7070
+    argv = _agent_argv(netns, "--listen", f"{V4}:{port}", "--token", TOKEN, *ALLOW)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        yield proc, port
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+# ---- client library without network -----------------------------------------------------------------
+
+FAKE_SILENT_AGENT = "import sys\nfor line in sys.stdin: pass\n"
+FAKE_HELLO_THEN_SILENT = """
+import json, sys
+line = sys.stdin.readline()
+print(json.dumps({"id": json.loads(line)["id"], "ok": True, "protocol": 1}), flush=True)
+for line in sys.stdin: pass
+"""
+
+
+def test_spawn_of_an_agent_that_exits_raises_agent_gone() -> None:
+    with pytest.raises(AgentGone) as info:
+        AgentClient.spawn([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert "exit status 3" in info.value.message
+
+
+def test_unanswered_call_times_out_and_close_reaps_the_process() -> None:
+    client = AgentClient.spawn([sys.executable, "-c", FAKE_HELLO_THEN_SILENT])
+    try:
+        assert client.hello == {"protocol": 1}
+        started = time.monotonic()
+        with pytest.raises(AgentTimeout) as info:
+            client.call("state", timeout=0.2, sock=1)
+        assert info.value.error == "AGENT-TIMEOUT" and info.value.op == "state"
+        assert time.monotonic() - started < 2.0
+    finally:
+        client.close()
+        client.close()  # idempotent
+    assert client.process is not None and client.process.poll() is not None
+
+
+def test_silent_agent_fails_the_handshake_with_a_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(AgentTimeout):
+        AgentClient.spawn([sys.executable, "-c", FAKE_SILENT_AGENT], hello_timeout=0.3)
+    assert time.monotonic() - started < 5.0
+
+
+# ---- handshake and framing ----------------------------------------------------------------------------
+
+
+@pytest.mark.netns
+def test_hello_describes_the_agent(agent: AgentClient) -> None:
+    hello = agent.hello
+    assert hello["protocol"] == 1
+    assert hello["implementation"].startswith("python-agent/")
+    assert hello["platform"]
+    assert set(ALL_OPS) <= set(hello["ops"])
+
+
+@pytest.mark.netns
+def test_wrong_token_gets_eacces_for_every_request(netns: str) -> None:
+    lines = [
+        json.dumps({"id": 1, "op": "hello", "token": "wrong"}),
+        json.dumps({"id": 2, "op": "hello", "token": TOKEN}),
+        json.dumps({"id": 3, "op": "listen", "family": "ipv4", "addr": V4, "port": 0}),
+    ]
+    responses, status = _raw_session(netns, ["--token", TOKEN], lines)
+    assert [(r["id"], r["ok"], r["error"]) for r in responses] == [
+        (1, False, "EACCES"),
+        (2, False, "EACCES"),
+        (3, False, "EACCES"),
+    ]
+    assert status == 0
+
+
+@pytest.mark.netns
+def test_request_before_hello_gets_eacces(netns: str) -> None:
+    lines = [json.dumps({"id": 1, "op": "listen", "family": "ipv4", "addr": V4, "port": 0})]
+    responses, _ = _raw_session(netns, ["--token", TOKEN], lines)
+    assert responses[0]["error"] == "EACCES"
+
+
+@pytest.mark.netns
+def test_client_reports_a_token_rejection(netns: str) -> None:
+    with pytest.raises(AgentError) as info:
+        AgentClient.spawn(_agent_argv(netns, "--stdio", "--token", TOKEN), token="wrong")
+    assert info.value.error == "EACCES" and info.value.op == "hello"
+    assert _pids_in(netns) == [], "the rejected agent is still running"
+
+
+@pytest.mark.netns
+def test_matching_token_is_accepted(spawn_agent: Callable[..., AgentClient]) -> None:
+    agent = spawn_agent("--token", TOKEN, *ALLOW, token=TOKEN)
+    assert agent.call("listen", family="ipv4", addr=V4, port=0)["port"] > 0
+
+
+@pytest.mark.netns
+def test_malformed_lines_and_unknown_ops_get_einval(netns: str) -> None:
+    lines = [
+        "this is not json",
+        "[1, 2, 3]",
+        json.dumps({"op": "hello"}),
+        json.dumps({"id": "seven", "op": "hello"}),
+        json.dumps({"id": 7, "op": "frobnicate"}),
+        json.dumps({"id": 8, "op": "hello"}),
+    ]
+    responses, status = _raw_session(netns, [], lines)
+    assert [(r["id"], r["ok"], r.get("error")) for r in responses] == [
+        (None, False, "EINVAL"),
+        (None, False, "EINVAL"),
+        (None, False, "EINVAL"),
+        (None, False, "EINVAL"),
+        (7, False, "EINVAL"),
+        (8, True, None),
+    ]
+    assert "frobnicate" in responses[4]["message"]
+    assert status == 0  # and it exited at the end of its input
+
+
+@pytest.mark.netns
+def test_bye_ends_the_agent(agent: AgentClient) -> None:
+    assert agent.call("bye") == {}
+    assert agent.process is not None
+    assert agent.process.wait(timeout=5) == 0
+
+
+@pytest.mark.netns
+def test_invalid_arguments_get_einval(agent: AgentClient) -> None:
+    sock = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
+    assert _error_of(lambda: agent.call("listen", family="ipx", addr=V4, port=0)) == "EINVAL"
+    assert _error_of(lambda: agent.call("listen", family="ipv4", addr=V4, port=70000)) == "EINVAL"
+    assert _error_of(lambda: agent.call("accept", sock="one")) == "EINVAL"
+    assert _error_of(lambda: agent.call("send", sock=sock, data="x", len=3)) == "EINVAL"
+    assert _error_of(lambda: agent.call("send", sock=sock, data_b64="!!")) == "EINVAL"
+    assert _error_of(lambda: agent.call("shutdown", sock=sock, how="sideways")) == "EINVAL"
+    assert _error_of(lambda: agent.call("connect", family="ipv4", addr="example.org", port=80)) == "EINVAL"
+
+
+# ---- connections ------------------------------------------------------------------------------------
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_listen_on_port_zero_returns_the_port(agent: AgentClient, family: str) -> None:
+    result = agent.call("listen", family=family, addr=ADDRS[family], port=0)
+    assert isinstance(result["sock"], int)
+    assert 0 < result["port"] < 65536
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_connect_accept_send_recv(agent: AgentClient, family: str) -> None:
+    _, client, server, connected, accepted = _pair(agent, family)
+    assert accepted["peer"] == connected["local"]
+    assert accepted["local"] == connected["peer"]
+    assert connected["peer"][0] == ADDRS[family]
+
+    assert agent.call("send", sock=client, data="hello, world") == {"sent": 12}
+    assert _recv_exactly(agent, server, 12) == b"hello, world"
+
+    payload = bytes(range(256))
+    assert agent.call("send", sock=server, data_b64=base64.b64encode(payload).decode())["sent"] == 256
+    assert _recv_exactly(agent, client, 256) == payload
+
+
+@pytest.mark.netns
+def test_send_len_sends_the_pattern(agent: AgentClient) -> None:
+    _, client, server, _, _ = _pair(agent)
+    assert agent.call("send", sock=client, len=100_000)["sent"] == 100_000
+    expected = (PATTERN * 6250)[:100_000]
+    assert _recv_exactly(agent, server, 100_000) == expected
+
+
+@pytest.mark.netns
+def test_connect_from_a_chosen_local_port(agent: AgentClient) -> None:
+    listener = agent.call("listen", family="ipv4", addr=V4, port=0)
+    connected = agent.call("connect", family="ipv4", addr=V4, port=listener["port"], local_addr=V4, local_port=40123)
+    assert connected["local"] == [V4, 40123]
+    accepted = agent.call("accept", sock=listener["sock"], timeout_ms=2000)
+    assert accepted["peer"] == [V4, 40123]
+
+
+@pytest.mark.netns
+def test_recv_reports_eof_after_peer_shutdown_wr(agent: AgentClient) -> None:
+    _, client, server, _, _ = _pair(agent)
+    assert agent.call("shutdown", sock=client, how="wr") == {}
+    data, result = _recv(agent, server)
+    assert (data, result["len"], result["eof"]) == (b"", 0, True)
+    assert agent.call("state", sock=server)["state"] == "CLOSE-WAIT"
+    assert _wait_state(agent, client, {"FIN-WAIT-2"}) == "FIN-WAIT-2"
+
+    assert agent.call("close", sock=server) == {}
+    _, result = _recv(agent, client)
+    assert result["eof"]
+    # Linux hands the connection to a time-wait socket and reports the user socket CLOSED.
+    assert _wait_state(agent, client, {"TIME-WAIT", "CLOSED"}) in {"TIME-WAIT", "CLOSED"}
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_connect_to_a_closed_port_is_refused(agent: AgentClient, family: str) -> None:
+    error = _error_of(lambda: agent.call("connect", family=family, addr=ADDRS[family], port=9))
+    assert error == "ECONNREFUSED"
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_recv_after_peer_abort_is_reset(agent: AgentClient, family: str) -> None:
+    _, client, server, _, _ = _pair(agent, family)
+    assert agent.call("abort", sock=server) == {}
+    assert _error_of(lambda: agent.call("recv", sock=client, timeout_ms=2000)) == "ECONNRESET"
+    assert agent.call("state", sock=client)["state"] == "CLOSED"
+
+
+@pytest.mark.netns
+def test_connect_outside_the_allow_list_is_eperm(agent: AgentClient) -> None:
+    listener = agent.call("listen", family="ipv4", addr=V4_FORBIDDEN, port=0)
+    call = lambda: agent.call("connect", family="ipv4", addr=V4_FORBIDDEN, port=listener["port"])  # noqa: E731
+    assert _error_of(call) == "EPERM"
+    assert _error_of(lambda: agent.call("accept", sock=listener["sock"], timeout_ms=100)) == "ETIMEDOUT"
+
+
+@pytest.mark.netns
+def test_connect_without_an_allow_list_is_eperm(spawn_agent: Callable[..., AgentClient]) -> None:
+    agent = spawn_agent()
+    listener = agent.call("listen", family="ipv4", addr=V4, port=0)
+    error = _error_of(lambda: agent.call("connect", family="ipv4", addr=V4, port=listener["port"]))
+    assert error == "EPERM"
+
+
+# ---- state and options ------------------------------------------------------------------------------
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_state_names_and_tcp_info(agent: AgentClient, family: str) -> None:
+    listener, client, server, _, _ = _pair(agent, family)
+    assert agent.call("state", sock=listener)["state"] == "LISTEN"
+    for sock in (client, server):
+        result = agent.call("state", sock=sock)
+        assert result["state"] == "ESTABLISHED"
+        info = result["info"]
+        assert {"timestamps", "sack", "wscale"} <= set(info["options"])  # Linux defaults over lo
+        assert info["snd_mss"] > 0 and info["rcv_mss"] > 0 and info["rto"] > 0
+        assert 0 <= info["snd_wscale"] <= 14 and 0 <= info["rcv_wscale"] <= 14
+    client_info = agent.call("state", sock=client)["info"]
+    server_info = agent.call("state", sock=server)["info"]
+    assert client_info["snd_wscale"] == server_info["rcv_wscale"]
+
+
+@pytest.mark.netns
+def test_closed_or_unknown_handles_are_ebadf(agent: AgentClient) -> None:
+    sock = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
+    assert agent.call("close", sock=sock) == {}
+    assert _error_of(lambda: agent.call("state", sock=sock)) == "EBADF"
+    assert _error_of(lambda: agent.call("close", sock=sock)) == "EBADF"
+    assert _error_of(lambda: agent.call("recv", sock=999)) == "EBADF"
+
+
+@pytest.mark.netns
+def test_sockopt(agent: AgentClient) -> None:
+    _, client, _, _, _ = _pair(agent)
+    assert agent.call("sockopt", sock=client, name="nodelay", value=True) == {}
+    assert agent.call("sockopt", sock=client, name="rcvbuf", value=65536) == {}
+    assert agent.call("sockopt", sock=client, name="linger", value=None) == {}
+    assert _error_of(lambda: agent.call("sockopt", sock=client, name="color", value=1)) == "EINVAL"
+    assert _error_of(lambda: agent.call("sockopt", sock=client, name="nodelay", value=3)) == "EINVAL"
+
+
+# ---- timeouts and concurrency -----------------------------------------------------------------------
+
+
+@pytest.mark.netns
+def test_accept_without_a_connection_times_out(agent: AgentClient) -> None:
+    listener = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
+    started = time.monotonic()
+    assert _error_of(lambda: agent.call("accept", sock=listener, timeout_ms=300)) == "ETIMEDOUT"
+    assert 0.25 < time.monotonic() - started < 3.0
+
+
+@pytest.mark.netns
+def test_recv_without_data_times_out(agent: AgentClient) -> None:
+    _, client, _, _, _ = _pair(agent)
+    assert _error_of(lambda: agent.call("recv", sock=client, timeout_ms=200)) == "ETIMEDOUT"
+
+
+@pytest.mark.netns
+def test_blocking_accept_does_not_delay_other_requests(agent: AgentClient) -> None:
+    listener = agent.call("listen", family="ipv4", addr=V4, port=0)
+    accepting = agent.submit("accept", sock=listener["sock"], timeout_ms=10_000)
+    started = time.monotonic()
+    assert agent.call("state", sock=listener["sock"], timeout=2.0)["state"] == "LISTEN"
+    assert time.monotonic() - started < 1.0
+    assert not accepting.done()
+    connected = agent.call("connect", family="ipv4", addr=V4, port=listener["port"])
+    assert accepting.wait(5.0)["peer"] == connected["local"]
+
+
+@pytest.mark.netns
+def test_close_ends_a_blocked_recv(agent: AgentClient) -> None:
+    _, client, _, _, _ = _pair(agent)
+    receiving = agent.submit("recv", sock=client, timeout_ms=20_000)
+    time.sleep(0.1)
+    assert agent.call("close", sock=client) == {}
+    with pytest.raises(AgentError) as info:
+        receiving.wait(3.0)
+    assert info.value.error == "EBADF"
+
+
+@pytest.mark.netns
+def test_agent_death_fails_pending_calls_promptly(agent: AgentClient) -> None:
+    listener, client, _, _, _ = _pair(agent)
+    pending = [
+        agent.submit("accept", sock=listener, timeout_ms=30_000),
+        agent.submit("recv", sock=client, timeout_ms=30_000),
+    ]
+    assert agent.process is not None
+    agent.process.kill()
+    started = time.monotonic()
+    for call in pending:
+        with pytest.raises(AgentGone) as info:
+            call.wait(10.0)
+        assert info.value.error == "AGENT-GONE"
+    assert time.monotonic() - started < 3.0
+    with pytest.raises(AgentGone):
+        agent.call("state", sock=listener, timeout=10.0)
+    assert not agent.alive
+    agent.close()
+
+
+# ---- other transports and interpreters --------------------------------------------------------------
+
+
+@pytest.mark.netns
+def test_tcp_management_mode(netns: str, tcp_agent: TcpAgent) -> None:
+    _, port = tcp_agent
+    client = _in_netns(netns, lambda: _connect_tcp_when_up(port, TOKEN))
+    try:
+        assert client.hello["protocol"] == 1
+        _, conn, server, _, _ = _pair(client, "ipv6")
+        client.call("send", sock=conn, data="over tcp")
+        assert _recv_exactly(client, server, 8) == b"over tcp"
+        assert client.call("bye") == {}
+    finally:
+        client.close()
+    # The agent serves the next client after a bye; the sockets of the first are gone.
+    again = _in_netns(netns, lambda: _connect_tcp_when_up(port, TOKEN))
+    try:
+        assert _error_of(lambda: again.call("state", sock=server)) == "EBADF"
+    finally:
+        again.close()
+
+
+@pytest.mark.netns
+def test_tcp_management_mode_rejects_a_wrong_token(netns: str, tcp_agent: TcpAgent) -> None:
+    proc, port = tcp_agent
+    with pytest.raises(AgentError) as info:
+        _in_netns(netns, lambda: _connect_tcp_when_up(port, "wrong"))
+    assert info.value.error == "EACCES"
+
+    def raw_attempt() -> bytes:
+        with socket.create_connection((V4, port), timeout=5.0) as sock:
+            sock.sendall(b'{"id": 1, "op": "state", "sock": 1}\n{"id": 2, "op": "hello"}\n')
+            data = b""
+            while chunk := sock.recv(4096):  # the agent closes the connection after the rejection
+                data += chunk
+            return data
+
+    lines = _in_netns(netns, raw_attempt).splitlines()
+    assert [json.loads(line)["error"] for line in lines] == ["EACCES"]
+    assert proc.poll() is None, "the agent must keep serving after a rejected client"
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not PYTHON38.exists(), reason=f"Python 3.8 not found at {PYTHON38}")
+def test_agent_runs_on_python_38(spawn_agent: Callable[..., AgentClient]) -> None:
+    agent = spawn_agent(*ALLOW, python=str(PYTHON38))
+    assert agent.call("hello")["python"].startswith("3.8")
+    _, client, server, _, _ = _pair(agent, "ipv6")
+    agent.call("send", sock=client, len=10)
+    assert _recv_exactly(agent, server, 10) == b"0123456789"
+    assert agent.call("state", sock=server)["state"] == "ESTABLISHED"
