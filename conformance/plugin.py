@@ -124,6 +124,13 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
         _install_signal_handlers(state)
+        _clear_previous_results(state.run_dir)
+
+
+def _clear_previous_results(run_dir: Path) -> None:
+    """A reused --report-dir starts empty of the previous run's results (other files stay)."""
+    for stale in [*run_dir.glob("cases.*.jsonl"), run_dir / "results.json"]:
+        stale.unlink(missing_ok=True)
 
 
 def _install_signal_handlers(state: RunState) -> None:
@@ -196,6 +203,7 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         state: RunState = self.config.stash[STATE]
         state.ran_cases = True
+        started = time.monotonic()
         try:
             target = state.target()
         except TargetUnavailable as exc:
@@ -211,10 +219,11 @@ class CaseItem(pytest.Item):
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"
         on_wait = (lambda msg: reporter.write_line(f"  ... {msg}")) if verbose and reporter else None  # type: ignore[union-attr]
+        ready = time.monotonic()
         result = CaseRunner(self.case, session, on_wait=on_wait).run()
-        self._record(state, result)
+        self._record(state, result, ready, ready - started)
 
-    def _record(self, state: RunState, result: CaseResult) -> None:
+    def _record(self, state: RunState, result: CaseResult, ready: float, setup_s: float) -> None:
         if state.writer is None:
             state.writer = RunWriter(state.run_dir, state.worker)
         writer = state.writer
@@ -226,8 +235,12 @@ class CaseItem(pytest.Item):
         )
         message = explain(self.case, self.family, result, source, str(writer.run_dir / pcap))
         rerun = shlex.join(["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid])
-        writer.append(case_record(self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
-                                  pcap=pcap, rerun=rerun, message=message))  # fmt: skip
+        timing = {"item_wall_s": time.monotonic() - ready, "target_setup_s": setup_s}
+        record = case_record(
+            self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
+            pcap=pcap, rerun=rerun, message=message, timing=timing,
+        )  # fmt: skip
+        writer.append(record)
         if result.verdict in (Verdict.FAIL, Verdict.ERROR):
             raise CaseFailed(message)
         if result.verdict == Verdict.NOT_RUN:

@@ -28,7 +28,9 @@ def iso(ts: float) -> str:
 
 
 def case_record(case: Case, family: str, nodeid: str, result: CaseResult, *, rootdir: Path,
-                pcap: str | None, rerun: str, message: str) -> dict[str, Any]:  # fmt: skip
+                pcap: str | None, rerun: str, message: str,
+                timing: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+    timing = timing or {}
     try:
         file = str(case.file.resolve().relative_to(rootdir))
     except ValueError:
@@ -40,9 +42,11 @@ def case_record(case: Case, family: str, nodeid: str, result: CaseResult, *, roo
         "verdict": str(result.verdict), "reason": result.reason,
         "behaviour": result.behaviour, "behaviour_text": result.behaviour_text,
         "started": iso(result.started), "duration_s": round(result.duration_s, 6),
-        "protocol_wait_s": round(result.protocol_wait_s, 6),
+        "protocol_wait_s": round(result.protocol_wait_s, 6), "blocked_s": round(result.blocked_s, 6),
+        "item_wall_s": round(timing.get("item_wall_s", result.duration_s), 6),
+        "target_setup_s": round(timing.get("target_setup_s", 0.0), 6),
         "failure": result.failure_json(), "message": message,
-        "steps": [vars(s) for s in result.steps], "trace": result.trace_json(),
+        "steps": [s.as_json() for s in result.steps], "trace": result.trace_json(),
         "observations": result.observations, "pcap": pcap, "rerun": rerun,
     }  # fmt: skip
 

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..wire.segment import Segment
+
 
 class Verdict(StrEnum):
     PASS = "PASS"
@@ -20,18 +22,30 @@ class StepRecord:
     index: int
     line: int
     kind: str
-    summary: str
+    summary: str = ""
     outcome: str = "skipped"  # ok | fail | error | skipped
     detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("index", "line", "kind", "summary", "outcome", "detail")}
 
 
 @dataclass
 class TraceEntry:
+    """One frame of the case; the text summary is made only when someone reads it (off the packet path)."""
+
     ts: float  # kernel timestamp, seconds
     inbound: bool  # True: the target sent it
-    summary: str
+    segment: Segment
     step: int | None
-    raw: bytes
+
+    @property
+    def summary(self) -> str:
+        return self.segment.summary()
+
+    @property
+    def raw(self) -> bytes:
+        return self.segment.raw
 
 
 @dataclass
@@ -57,7 +71,8 @@ class CaseResult:
     trace: list[TraceEntry] = field(default_factory=list)
     started: float = 0.0
     duration_s: float = 0.0
-    protocol_wait_s: float = 0.0
+    protocol_wait_s: float = 0.0  # declared silence windows and waits
+    blocked_s: float = 0.0  # all time spent waiting on the target or the agent
     observations: dict[str, Any] = field(default_factory=dict)
 
     def trace_json(self) -> list[dict[str, Any]]:

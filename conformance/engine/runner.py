@@ -79,7 +79,12 @@ class CaseRunner:
         self.l_ports: set[int] = set()
         self.t_ports: set[int] = set()
         self._sent_step: dict[bytes, int] = {}
-        self._waited = 0.0
+        # Texts for the report are made after the case, off the packet path.
+        self._step_of_record: dict[int, Step] = {}
+        self._detail_segments: dict[int, Segment] = {}
+        self._detail_packets: dict[int, bytes] = {}
+        self._blocked = 0.0  # time spent waiting on the link or the agent
+        self._declared = 0.0  # silence windows and waits the case itself declares
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _initial_env(self) -> None:
@@ -118,12 +123,22 @@ class CaseRunner:
             res.verdict = Verdict.ERROR
             res.reason = f"internal error: {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
         finally:
+            self._describe_steps()
             self._cleanup()
             self._collect(0.0)
             res.duration_s = time.monotonic() - start_wall
-            res.protocol_wait_s = self._waited
+            res.protocol_wait_s = self._declared
+            res.blocked_s = self._blocked
             res.observations = {k: v for k, v in self.env.items()}
         return res
+
+    def _describe_steps(self) -> None:
+        for record in self.result.steps:
+            record.summary = self._summary(self._step_of_record[record.index])
+            packet = self._detail_packets.get(record.index)
+            seg = self._detail_segments.get(record.index) or (parse_packet(packet) if packet else None)
+            if seg is not None and not record.detail:
+                record.detail = seg.summary()
 
     def _cleanup(self) -> None:
         """Release every socket the case opened on the target (best effort, bounded)."""
@@ -145,7 +160,8 @@ class CaseRunner:
     def _run_steps(self, steps: list[Step]) -> None:
         for step in steps:
             self.step_index += 1
-            record = StepRecord(self.step_index, step.line, step.kind, self._summary(step))
+            record = StepRecord(self.step_index, step.line, step.kind)
+            self._step_of_record[self.step_index] = step
             self.result.steps.append(record)
             self.current_step = self.step_index
             try:
@@ -187,6 +203,7 @@ class CaseRunner:
     def _step_wait(self, step: Step, record: StepRecord) -> None:
         if self.on_wait:
             self.on_wait(f"{self.case.id}: waiting {step.spec.for_:.3f} s: {step.spec.reason}")
+        self._declared += step.spec.for_
         self._collect(step.spec.for_)
 
     # ---- lower tester: send ----------------------------------------------------------------------
@@ -230,7 +247,7 @@ class CaseRunner:
         length = len(payload) + syn + (1 if spec.flags & 0x01 else 0)
         if seq == self.env["l_nxt"] and length and spec.checksum == "good" and not spec.flags & 0x04:
             self.env["l_nxt"] = (seq + length) % MOD
-        record.detail = parse_packet(packet).summary()  # type: ignore[union-attr]
+        self._detail_packets[self.step_index] = packet
 
     def _option(self, opt) -> OutOption:
         if opt.name in ("mss", "wscale"):
@@ -274,7 +291,7 @@ class CaseRunner:
             now = time.monotonic()
             remaining = deadline - now
             frame = self.s.link.receive(max(0.0, remaining))
-            self._waited += time.monotonic() - now
+            self._blocked += time.monotonic() - now
             if frame is None:
                 return None
             if not self._is_case_flow(frame.data, frame.inbound):
@@ -283,7 +300,7 @@ class CaseRunner:
             if seg is None:
                 continue
             step = self.current_step if frame.inbound else self._sent_step.get(frame.data)
-            self.result.trace.append(TraceEntry(frame.ts, frame.inbound, seg.summary(), step, frame.data))
+            self.result.trace.append(TraceEntry(frame.ts, frame.inbound, seg, step))
             if frame.inbound:
                 return seg
 
@@ -334,7 +351,7 @@ class CaseRunner:
             expected = describe(spec, self.env)
             raise StepFailed(f"unexpected segment: {'; '.join(found)}", expected, seg.summary(), found)
         self._accept_segment(seg, spec.bind)
-        record.detail = seg.summary()
+        self._detail_segments[self.step_index] = seg
 
     def _step_expect_none(self, step: Step, record: StepRecord) -> None:
         spec: ExpectNoneSpec = step.spec
@@ -343,6 +360,7 @@ class CaseRunner:
             self.on_wait(f"{self.case.id}: watching {spec.for_:.3f} s for no {what}")
         start = time.monotonic()
         deadline = start + spec.for_
+        self._declared += spec.for_
         kept: list[Segment] = []
         while True:
             seg = self._next(deadline)
@@ -369,6 +387,7 @@ class CaseRunner:
         seg = self._next(start + window)
         if seg is None and silent:
             chosen = silent[0]
+            self._declared += window
         if chosen is None:
             if seg is None:
                 raise StepFailed(
@@ -473,7 +492,7 @@ class CaseRunner:
         except AgentError as exc:
             reply, error = {}, exc
         finally:
-            self._waited += time.monotonic() - started
+            self._blocked += time.monotonic() - started
         self._collect(0.0)
         got = "ok" if error is None else error.error
         if "any" not in wanted and got not in wanted:

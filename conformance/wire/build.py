@@ -7,9 +7,6 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from scapy.layers.inet import IP, TCP
-from scapy.layers.inet6 import IPv6
-from scapy.packet import Raw
 
 SCAPY_OPTION = {"mss": "MSS", "wscale": "WScale", "sackok": "SAckOK", "ts": "Timestamp", "nop": "NOP",
                 "eol": "EOL", "sack": "SAck"}  # fmt: skip
@@ -127,6 +124,10 @@ def build_packet(seg: OutSegment) -> bytes:
 
 def build_packet_scapy(seg: OutSegment) -> bytes:
     """The same packet built by scapy: the reference the fast path is tested against."""
+    from scapy.layers.inet import IP, TCP  # imported here: scapy costs ~0.2 s to import
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
+
     tcp = TCP(
         sport=seg.sport, dport=seg.dport, seq=seg.seq, ack=seg.ack, flags=seg.flags,
         window=seg.window, urgptr=seg.urgent, options=_scapy_options(seg.options),

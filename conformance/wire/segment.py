@@ -6,7 +6,7 @@ because dissecting every frame with scapy costs ~70 us while this costs a few mi
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -141,14 +141,14 @@ def parse_packet(packet: bytes) -> Segment | None:
         if packet[9] != PROTO_TCP or ihl < 20 or len(packet) < ihl + 20:
             return None
         ttl = packet[8]
-        src, dst = str(ipaddress.IPv4Address(packet[12:16])), str(ipaddress.IPv4Address(packet[16:20]))
+        src, dst = socket.inet_ntop(socket.AF_INET, packet[12:16]), socket.inet_ntop(socket.AF_INET, packet[16:20])
         family, tcp = "ipv4", packet[ihl : max(total, ihl + 20)] if total <= len(packet) else packet[ihl:]
     elif version == 6:
         if len(packet) < 60 or packet[6] != PROTO_TCP:  # extension headers are not followed here
             return None
         plen = struct.unpack_from("!H", packet, 4)[0]
         ttl = packet[7]
-        src, dst = str(ipaddress.IPv6Address(packet[8:24])), str(ipaddress.IPv6Address(packet[24:40]))
+        src, dst = socket.inet_ntop(socket.AF_INET6, packet[8:24]), socket.inet_ntop(socket.AF_INET6, packet[24:40])
         family, tcp = "ipv6", packet[40 : 40 + plen]
     else:
         return None

@@ -43,6 +43,8 @@ class LinkDown(OSError):
 class TunLink:
     """A persistent, non-blocking TUN link. Create it inside the target's namespace (see ``open``)."""
 
+    SPIN_S = 0.002
+
     def __init__(self, tun_fd: int, capture: socket.socket, ifname: str) -> None:
         self.tun_fd = tun_fd
         self.capture = capture
@@ -76,8 +78,18 @@ class TunLink:
             raise
 
     def receive(self, timeout: float) -> Frame | None:
-        """The next frame in either direction, or None when ``timeout`` seconds pass without one."""
-        deadline = time.monotonic() + timeout
+        """The next frame in either direction, or None when ``timeout`` seconds pass without one.
+
+        The first ``SPIN_S`` seconds are spent polling the socket without sleeping: a target usually
+        answers within tens of microseconds, and waking a sleeping process costs more than that.
+        """
+        start = time.monotonic()
+        deadline = start + timeout
+        spin_until = start + min(timeout, self.SPIN_S)
+        while time.monotonic() < spin_until:
+            frame = self._read_one()
+            if frame is not None:
+                return frame
         while True:
             frame = self._read_one()
             if frame is not None:
