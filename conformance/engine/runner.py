@@ -46,8 +46,8 @@ class StepError(Exception):
     """The test or the setup broke (ERROR)."""
 
 
-class NotRun(Exception):
-    pass
+class Inconclusive(Exception):
+    """The tester could not tell whether the target conforms (lost frames, an unreadable state)."""
 
 
 def pattern_bytes(n: int) -> bytes:
@@ -105,11 +105,21 @@ class CaseRunner:
             return res
         self._initial_env()
         self.s.link.flush()
+        self._link_drops()
         try:
             self._run_steps(self.case.steps)
             res.reason = "all steps matched" + (f"; behaviour: {res.behaviour}" if res.behaviour else "")
+            lost = self._link_drops()
+            if lost:
+                raise Inconclusive(f"the capture lost {lost} frame(s): the exchange cannot be judged")
         except StepFailed as exc:
             res.verdict, res.reason = Verdict.FAIL, exc.reason
+            lost = self._link_drops()
+            if lost:
+                res.verdict = Verdict.INCONCLUSIVE
+                res.reason = f"{exc.reason}; but the capture lost {lost} frame(s), so this is not a verdict"
+        except Inconclusive as exc:
+            res.verdict, res.reason = Verdict.INCONCLUSIVE, str(exc)
         except (StepError, ExprError) as exc:
             res.verdict, res.reason = Verdict.ERROR, str(exc)
         except AgentTimeout as exc:
@@ -131,6 +141,10 @@ class CaseRunner:
             res.blocked_s = self._blocked
             res.observations = {k: v for k, v in self.env.items()}
         return res
+
+    def _link_drops(self) -> int:
+        drops = getattr(self.s.link, "drops", None)
+        return drops() if drops is not None else 0
 
     def _describe_steps(self) -> None:
         for record in self.result.steps:
@@ -167,6 +181,9 @@ class CaseRunner:
             try:
                 getattr(self, f"_step_{step.kind}")(step, record)
                 record.outcome = "ok"
+            except Inconclusive as exc:
+                record.outcome, record.detail = "inconclusive", str(exc)
+                raise
             except StepFailed as exc:
                 record.outcome, record.detail = "fail", exc.reason
                 self.result.failure = Failure(
@@ -535,7 +552,9 @@ class CaseRunner:
             state = reply.get("state", "UNKNOWN")
             record.detail = state
             wanted = [step_spec.state] if isinstance(step_spec.state, str) else (step_spec.state or [])
-            if wanted and state != "UNKNOWN" and state not in wanted:
+            if wanted and state == "UNKNOWN":
+                raise Inconclusive("the upper tester cannot read the connection state on this target")
+            if wanted and state not in wanted:
                 raise StepFailed(
                     f"upper tester state: expected {' or '.join(wanted)}, got {state}", " or ".join(wanted), state
                 )

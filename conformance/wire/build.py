@@ -7,7 +7,6 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-
 SCAPY_OPTION = {"mss": "MSS", "wscale": "WScale", "sackok": "SAckOK", "ts": "Timestamp", "nop": "NOP",
                 "eol": "EOL", "sack": "SAck"}  # fmt: skip
 

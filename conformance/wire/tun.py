@@ -25,6 +25,8 @@ ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35  # Python 3.11's socket module lacks the constant
 PACKET_HOST = 0
 PACKET_OUTGOING = 4
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ class TunLink:
             except OSError:
                 break
         return dropped
+
+    def drops(self) -> int:
+        """Frames the capture socket lost since the last call (the kernel resets the count on read)."""
+        stats = self.capture.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        return struct.unpack("II", stats)[1]
 
     def close(self) -> None:
         with contextlib.suppress(KeyError, ValueError):
