@@ -27,7 +27,7 @@ from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
 from ..wire.build import OutOption, OutSegment, build_packet
 from ..wire.segment import Segment, flow_key, parse_packet
 from ..wire.tun import LinkDown
-from .matching import describe, matches, mismatches, segment_field
+from .matching import describe, mismatches, segment_field
 from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
 from .session import Session
 
@@ -383,7 +383,7 @@ class CaseRunner:
             seg = self._next(deadline)
             if seg is None:
                 break
-            if matches(spec, seg, self.env):
+            if not mismatches(spec, seg, self.env):  # an unbound name in the filter is an ERROR, not silence
                 self.pending.extendleft(reversed(kept))
                 raise StepFailed(
                     f"expected no {what} for {spec.for_ * 1000:g} ms, got one after "
@@ -412,7 +412,7 @@ class CaseRunner:
                     self._describe_alts(alts), "(nothing)",
                 )  # fmt: skip
             for alt in alts:
-                if alt.alt.expect is not None and matches(alt.alt.expect, seg, self.env):
+                if alt.alt.expect is not None and not mismatches(alt.alt.expect, seg, self.env):
                     chosen = alt
                     self._accept_segment(seg, alt.alt.expect.bind)
                     break

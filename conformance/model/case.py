@@ -66,7 +66,7 @@ class SendOption(Strict):
 
         name, value = self.name, self.value
         if name in ("nop", "eol", "sackok"):
-            if value not in (None, True):
+            if value is not None and value is not True:
                 raise ValueError(f"option {name} takes no value")
         elif name in ("mss", "wscale"):
             object.__setattr__(self, "value", parse_expr(value))

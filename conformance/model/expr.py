@@ -2,7 +2,9 @@
 
 Expressions are parsed with :mod:`ast` and then checked against a whitelist: integer literals, names,
 ``+ - * // % << >> & |``, unary minus, parentheses and the functions ``min`` and ``max``. Nothing is ever
-handed to ``eval``. Results are reduced modulo 2**32 because TCP sequence space wraps there.
+handed to ``eval``. Arithmetic is exact on Python integers and only the final result is reduced modulo
+2**32, because TCP sequence space wraps there: ``(l_isn - 1) >> 1`` with ``l_isn = 0`` is therefore
+``(-1 >> 1) % 2**32 = 2**32 - 1``, and ``min``/``max`` compare exact intermediate values.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 MOD = 1 << 32
+MAX_LENGTH = 200  # plenty for sequence arithmetic; bounds the parser's recursion
 
 _BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
     ast.Add: operator.add,
@@ -80,14 +83,20 @@ class Expr:
             raise ExprError("expected a number or an expression, not a boolean")
         if isinstance(text, int):
             text = str(text)
+        if not isinstance(text, str):
+            raise ExprError(f"expected a number or an expression, not {type(text).__name__}")
         source = text.strip()
         if not source:
             raise ExprError("empty expression")
+        if len(source) > MAX_LENGTH:
+            raise ExprError(f"expression longer than {MAX_LENGTH} characters")
         try:
             tree = ast.parse(source, mode="eval")
+            _check(tree)
         except SyntaxError as exc:
             raise ExprError(f"cannot parse expression {source!r}: {exc.msg}") from None
-        _check(tree)
+        except (RecursionError, MemoryError):
+            raise ExprError("expression nested too deeply") from None
         return cls(source, tree, _names(tree))
 
     def evaluate(self, env: Mapping[str, int], *, wrap: bool = True) -> int:
@@ -118,7 +127,7 @@ def _eval(node: ast.AST, env: Mapping[str, int]) -> int:
         operand = _eval(node.operand, env)
         return -operand if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.Call):
-        return _FUNCTIONS[node.func.id](*(_eval(a, env) for a in node.args))  # type: ignore[union-attr]
+        return _FUNCTIONS[node.func.id]([_eval(a, env) for a in node.args])  # type: ignore[union-attr]
     raise ExprError(f"'{type(node).__name__}' is not allowed")  # unreachable after _check
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from .case import STEP_MODELS, Alternative, CaseMeta
 
@@ -63,6 +64,7 @@ class _Positions:
 
     def __init__(self) -> None:
         self.at: dict[Path_, tuple[int, int]] = {}
+        self.keys: dict[Path_, tuple[int, int]] = {}  # where a mapping key itself is written
 
     def walk(self, node: Any, path: Path_ = ()) -> Any:
         """Record positions and return the node as plain Python data."""
@@ -73,6 +75,9 @@ class _Positions:
             for key, value in node.items():
                 line, col = node.lc.value(key) if key in node.lc.data else (node.lc.line, node.lc.col)
                 self.at[(*path, str(key))] = (line + 1, col + 1)
+                if key in node.lc.data:
+                    key_line, key_col = node.lc.key(key)
+                    self.keys[(*path, str(key))] = (key_line + 1, key_col + 1)
                 out[str(key)] = self.walk(value, (*path, str(key)))
             return out
         if isinstance(node, CommentedSeq):
@@ -83,6 +88,9 @@ class _Positions:
                 out_list.append(self.walk(value, (*path, i)))
             return out_list
         return node
+
+    def find_key(self, path: Path_) -> tuple[int, int]:
+        return self.keys.get(path) or self.find(path)
 
     def find(self, path: Path_) -> tuple[int, int]:
         for end in range(len(path), -1, -1):
@@ -103,8 +111,9 @@ class _Builder:
         self.source = source
         self.pos = positions
 
-    def error(self, path: Path_, message: str) -> CaseFormatError:
-        line, col = self.pos.find(path)
+    def error(self, path: Path_, message: str, *, at_key: bool = False) -> CaseFormatError:
+        """An error about the value at ``path`` (or, with ``at_key``, about the key itself)."""
+        line, col = self.pos.find_key(path) if at_key else self.pos.find(path)
         return CaseFormatError(f"{self.source}:{line}:{col}: {format_path(path)}: {message}")
 
     def validate(self, model: type[BaseModel], data: Any, path: Path_) -> Any:
@@ -114,7 +123,9 @@ class _Builder:
             first = exc.errors()[0]
             loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
             loc = tuple(p for p in loc if p not in ("function-before", "function-after"))
-            raise self.error((*path, *loc), _clean_message(first["msg"])) from None
+            at_key = first["type"] == "extra_forbidden"
+            message = "unknown key" if at_key else _clean_message(first["msg"])
+            raise self.error((*path, *loc), message, at_key=at_key) from None
 
     def steps(self, raw: Any, path: Path_) -> list[Step]:
         if not isinstance(raw, list):
@@ -128,7 +139,9 @@ class _Builder:
         actions = [k for k in raw if k != "note"]
         unknown = [k for k in actions if k not in STEP_MODELS]
         if unknown:
-            raise self.error((*path, unknown[0]), f"unknown step '{unknown[0]}' (known: {', '.join(STEP_MODELS)})")
+            raise self.error(
+                (*path, unknown[0]), f"unknown step '{unknown[0]}' (known: {', '.join(STEP_MODELS)})", at_key=True
+            )
         if len(actions) != 1:
             raise self.error(path, f"a step has exactly one action, found {len(actions)}: {', '.join(actions)}")
         kind = actions[0]
@@ -170,17 +183,26 @@ def load_yaml_with_positions(text: str, source: str) -> tuple[Any, _Positions]:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = exc.problem or exc.context or "invalid YAML"
         raise CaseFormatError(f"{where}: YAML: {problem}") from None
+    except ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
+        line, col = _line_col(text, exc.position)
+        message = f"(top): character {exc.character!r} is not allowed in YAML"
+        raise CaseFormatError(f"{source}:{line}:{col}: {message}") from None
     except YAMLError as exc:
-        raise CaseFormatError(f"{source}: YAML: {str(exc).splitlines()[0]}") from None
+        raise CaseFormatError(f"{source}:1:1: YAML: {str(exc).splitlines()[0]}") from None
     positions = _Positions()
     return positions.walk(doc), positions
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
 
 
 def parse_case(text: str, source: str, file: Path | None = None) -> Case:
     data, positions = load_yaml_with_positions(text, source)
     builder = _Builder(source, positions)
     if not isinstance(data, dict):
-        raise CaseFormatError(f"{source}:1:1: a case file is a mapping (id, title, refs, ..., steps)")
+        raise builder.error((), "a case file is a mapping (id, title, refs, ..., steps)")
     meta = builder.validate(CaseMeta, data, ())
     steps = builder.steps(data["steps"], ("steps",))
     return Case(meta=meta, steps=steps, file=file or Path(source), line=positions.find(())[0])
@@ -193,7 +215,13 @@ def load_case(path: Path, root: Path | None = None) -> Case:
     except ValueError:
         source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CaseFormatError(f"{source}: cannot read: {exc}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CaseFormatError(f"{source}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw[: exc.start].rfind(b"\n") + 1) + 1
+        raise CaseFormatError(f"{source}:{line}:{col}: (top): not UTF-8: byte 0x{raw[exc.start]:02x}") from None
     return parse_case(text, source, path)

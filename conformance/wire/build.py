@@ -96,8 +96,22 @@ def encode_options(options: list[OutOption]) -> bytes:
     return bytes(out)
 
 
+def _check_ranges(seg: OutSegment) -> None:
+    for name, value, high in (("source port", seg.sport, 0xFFFF), ("destination port", seg.dport, 0xFFFF),
+                              ("window", seg.window, 0xFFFF), ("urgent pointer", seg.urgent, 0xFFFF)):  # fmt: skip
+        if not 0 <= value <= high:
+            raise ValueError(f"{name} {value} out of range 0..{high}")
+    for opt in seg.options:
+        limit = {"mss": 0xFFFF, "wscale": 0xFF}.get(opt.name)
+        if limit is not None and not 0 <= int(opt.value) <= limit:  # type: ignore[arg-type]
+            raise ValueError(f"option {opt.name} value {opt.value} out of range 0..{limit}")
+        if opt.name == "raw" and not 0 <= (opt.kind or 0) <= 0xFF:
+            raise ValueError(f"option kind {opt.kind} out of range 0..255")
+
+
 def build_packet(seg: OutSegment) -> bytes:
     """The exact bytes of one IP packet carrying ``seg`` (struct fast path; tests compare it with scapy)."""
+    _check_ranges(seg)
     opts = encode_options(seg.options)
     doff = seg.doff if seg.doff is not None else 5 + len(opts) // 4
     tcp_len = 20 + len(opts) + len(seg.payload)

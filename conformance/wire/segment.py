@@ -140,13 +140,17 @@ def parse_packet(packet: bytes) -> Segment | None:
         total = struct.unpack_from("!H", packet, 2)[0]
         if packet[9] != PROTO_TCP or ihl < 20 or len(packet) < ihl + 20:
             return None
+        if total > len(packet) or total < ihl + 20:
+            return None
         ttl = packet[8]
         src, dst = socket.inet_ntop(socket.AF_INET, packet[12:16]), socket.inet_ntop(socket.AF_INET, packet[16:20])
-        family, tcp = "ipv4", packet[ihl : max(total, ihl + 20)] if total <= len(packet) else packet[ihl:]
+        family, tcp = "ipv4", packet[ihl:total]
     elif version == 6:
         if len(packet) < 60 or packet[6] != PROTO_TCP:  # extension headers are not followed here
             return None
         plen = struct.unpack_from("!H", packet, 4)[0]
+        if len(packet) < 40 + plen:
+            return None
         ttl = packet[7]
         src, dst = socket.inet_ntop(socket.AF_INET6, packet[8:24]), socket.inet_ntop(socket.AF_INET6, packet[24:40])
         family, tcp = "ipv6", packet[40 : 40 + plen]
