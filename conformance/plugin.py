@@ -81,7 +81,7 @@ class RunState:
         if self.instance is None:
             try:
                 entry = self.load_target()
-                instance = LocalTarget(entry, self.worker)
+                instance = LocalTarget(entry, self.worker, log_dir=self.run_dir)
                 instance.start()
             except (TargetConfigError, NetnsError, AgentError, OSError) as exc:
                 self.start_error = f"target '{self.target_name}' could not be started: {exc}"
@@ -218,10 +218,20 @@ class CaseItem(pytest.Item):
         )  # fmt: skip
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"
-        on_wait = (lambda msg: reporter.write_line(f"  ... {msg}")) if verbose and reporter else None  # type: ignore[union-attr]
+        on_wait = self._announcer(reporter) if verbose and reporter else None
         ready = time.monotonic()
         result = CaseRunner(self.case, session, on_wait=on_wait).run()
         self._record(state, result, ready, ready - started)
+
+    def _announcer(self, reporter: Any) -> Any:
+        """With -v, a case that waits on a protocol timer says what it waits for (past output capture)."""
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+
+        def announce(message: str) -> None:
+            with capman.global_and_fixture_disabled():
+                reporter.write_line(f"    ... {message}")
+
+        return announce
 
     def _record(self, state: RunState, result: CaseResult, ready: float, setup_s: float) -> None:
         if state.writer is None:

@@ -27,7 +27,8 @@ def explain(case: Case, family: str, result: CaseResult, source: str, capture: s
         t0 = result.started
         for e in sorted(result.trace, key=lambda e: e.ts):
             arrow = "<" if e.inbound else ">"
-            lines.append(f"    {(e.ts - t0) * 1000:9.3f} ms {arrow} {e.summary}")
+            after = "  (after the case: clean-up)" if e.step is None else ""
+            lines.append(f"    {(e.ts - t0) * 1000:9.3f} ms {arrow} {e.summary}{after}")
     if capture:
         lines.append(f"  capture: {capture}")
     return "\n".join(lines)

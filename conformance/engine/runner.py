@@ -134,6 +134,7 @@ class CaseRunner:
             res.reason = f"internal error: {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
         finally:
             self._describe_steps()
+            self.current_step = None  # what the clean-up provokes belongs to no step
             self._cleanup()
             self._collect(0.0)
             res.duration_s = time.monotonic() - start_wall
@@ -219,7 +220,7 @@ class CaseRunner:
 
     def _step_wait(self, step: Step, record: StepRecord) -> None:
         if self.on_wait:
-            self.on_wait(f"{self.case.id}: waiting {step.spec.for_:.3f} s: {step.spec.reason}")
+            self.on_wait(f"{self.case.id}: waiting {step.spec.for_ * 1000:g} ms: {step.spec.reason}")
         self._declared += step.spec.for_
         self._collect(step.spec.for_)
 
@@ -374,7 +375,8 @@ class CaseRunner:
         spec: ExpectNoneSpec = step.spec
         what = describe(spec, self.env)
         if self.on_wait:
-            self.on_wait(f"{self.case.id}: watching {spec.for_:.3f} s for no {what}")
+            why = f": {spec.reason}" if spec.reason else ""
+            self.on_wait(f"{self.case.id}: watching {spec.for_ * 1000:g} ms for no {what}{why}")
         start = time.monotonic()
         deadline = start + spec.for_
         self._declared += spec.for_

@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import IO
 
 from ..upper_tester import AgentClient
 from ..wire.tun import TunLink
@@ -24,11 +25,13 @@ AGENT_PATH = Path(__file__).resolve().parent.parent / "agent.py"
 class LocalTarget:
     """Creates, owns and removes one namespace with its link and agent."""
 
-    def __init__(self, config: TargetConfig, worker: str = "main") -> None:
+    def __init__(self, config: TargetConfig, worker: str = "main", log_dir: Path | None = None) -> None:
         self.config = config
         self.ns = netns.namespace_name(worker)
         self.link: TunLink | None = None
         self.agent: AgentClient | None = None
+        self.log_path = log_dir / f"agent-{worker}.log" if log_dir else None
+        self._log: IO[bytes] | None = None
 
     @property
     def capabilities(self) -> set[str]:
@@ -42,7 +45,10 @@ class LocalTarget:
         try:
             self.link = netns.call_in_netns(self.ns, lambda: TunLink.open(TUN_NAME))
             self._configure()
-            self.agent = AgentClient.spawn(self._agent_argv())
+            if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self._log = self.log_path.open("ab")
+            self.agent = AgentClient.spawn(self._agent_argv(), stderr=self._log)
         except BaseException:
             self.stop()
             raise
@@ -77,6 +83,9 @@ class LocalTarget:
         if self.link is not None:
             self.link.close()
             self.link = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         for pid in netns.pids_in(self.ns) if os.path.exists(f"{netns.NETNS_DIR}/{self.ns}") else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
