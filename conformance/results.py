@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import time
 from datetime import UTC, datetime
@@ -27,6 +28,14 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+REQUIREMENT_ID = re.compile(r"^rfc\d+:(MUST|SHLD|MAY)-\d+$")
+
+
+def requirement_ids(refs: list[str]) -> list[str]:
+    """The numbered requirements a case cites (``rfc9293:MUST-10``); other refs are places, not ids."""
+    return [r for r in refs if REQUIREMENT_ID.match(r)]
+
+
 def case_record(case: Case, family: str, nodeid: str, result: CaseResult, *, rootdir: Path,
                 pcap: str | None, rerun: str, message: str,
                 timing: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -38,6 +47,7 @@ def case_record(case: Case, family: str, nodeid: str, result: CaseResult, *, roo
     return {
         "id": case.id, "family": family, "nodeid": nodeid, "title": case.meta.title, "file": file,
         "line": case.line, "level": str(case.meta.level), "refs": list(case.meta.refs),
+        "requirements": requirement_ids(case.meta.refs),
         "requirement": case.meta.requirement, "tags": list(case.meta.tags),
         "verdict": str(result.verdict), "reason": result.reason,
         "behaviour": result.behaviour, "behaviour_text": result.behaviour_text,
