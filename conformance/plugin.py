@@ -24,7 +24,8 @@ from .engine.runner import CaseRunner
 from .engine.session import PortAllocator, Session
 from .grading.profiles import DEFAULT_PROFILE, PROFILES
 from .model.loader import Case, CaseFormatError, load_case
-from .results import RunWriter, case_record, finalize, iso, read_cases, summarize
+from .report import allure_glue
+from .results import RunWriter, case_record, finalize, iso, read_cases, requirement_ids, summarize
 from .targets.config import TargetConfig, TargetConfigError, select_target
 from .targets.local import LocalTarget
 from .targets.netns import NetnsError, check_prerequisites
@@ -188,8 +189,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(str(exc)) from None
 
 
-class CaseFailed(Exception):
-    """A FAIL or ERROR verdict; ``str`` is the full explanation."""
+def _ladder(record: dict[str, Any]) -> str | None:
+    try:
+        from .report.ladder import ladder_svg
+    except ImportError:
+        return None
+    return ladder_svg(record)
+
+
+class CaseFailed(AssertionError):
+    """A FAIL verdict: the target broke a requirement. ``str`` is the full explanation."""
+
+
+class CaseError(Exception):
+    """An ERROR verdict: the test or the set-up broke (allure shows it as broken, not failed)."""
 
 
 class CaseItem(pytest.Item):
@@ -197,8 +210,12 @@ class CaseItem(pytest.Item):
         super().__init__(**kwargs)
         self.case = case
         self.family = family
-        self.user_properties.append(("requirement_refs", " ".join(case.meta.refs)))
+        # JUnit XML (--junitxml) shows these as <property> elements, for CI systems.
+        self.user_properties.append(("case_id", case.id))
         self.user_properties.append(("level", str(case.meta.level)))
+        self.user_properties.append(("refs", " ".join(case.meta.refs)))
+        for requirement in requirement_ids(list(case.meta.refs)):
+            self.user_properties.append(("requirement", requirement))
 
     def runtest(self) -> None:
         state: RunState = self.config.stash[STATE]
@@ -207,7 +224,7 @@ class CaseItem(pytest.Item):
         try:
             target = state.target()
         except TargetUnavailable as exc:
-            raise CaseFailed(f"ERROR {self.case.id} [{self.family}]: {exc}") from None
+            raise CaseError(f"ERROR {self.case.id} [{self.family}]: {exc}") from None
         entry = target.config
         if self.family not in entry.families:
             pytest.skip(f"NOT-RUN: target '{entry.name}' does not support {self.family}")
@@ -219,9 +236,15 @@ class CaseItem(pytest.Item):
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"
         on_wait = self._announcer(reporter) if verbose and reporter else None
+        with_allure = allure_glue.active(self.config)
+        if with_allure:
+            allure_glue.label_case(self.case.meta, self.family, feature=self.path.parent.name)
         ready = time.monotonic()
-        result = CaseRunner(self.case, session, on_wait=on_wait).run()
-        self._record(state, result, ready, ready - started)
+        runner = CaseRunner(
+            self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None
+        )
+        result = runner.run()
+        self._record(state, result, ready, ready - started, with_allure)
 
     def _announcer(self, reporter: Any) -> Any:
         """With -v, a case that waits on a protocol timer says what it waits for (past output capture)."""
@@ -233,7 +256,7 @@ class CaseItem(pytest.Item):
 
         return announce
 
-    def _record(self, state: RunState, result: CaseResult, ready: float, setup_s: float) -> None:
+    def _record(self, state: RunState, result: CaseResult, ready: float, setup_s: float, with_allure: bool) -> None:
         if state.writer is None:
             state.writer = RunWriter(state.run_dir, state.worker)
         writer = state.writer
@@ -251,15 +274,22 @@ class CaseItem(pytest.Item):
             pcap=pcap, rerun=rerun, message=message, timing=timing,
         )  # fmt: skip
         writer.append(record)
-        if result.verdict in (Verdict.FAIL, Verdict.ERROR):
+        self.user_properties += [("verdict", record["verdict"]), ("reason", record["reason"])]
+        if record["behaviour"]:
+            self.user_properties.append(("behaviour", record["behaviour"]))
+        if with_allure:
+            allure_glue.attach_evidence(record, writer.run_dir, message, _ladder(record))
+        if result.verdict == Verdict.FAIL:
             raise CaseFailed(message)
+        if result.verdict == Verdict.ERROR:
+            raise CaseError(message)
         if result.verdict == Verdict.NOT_RUN:
             pytest.skip(f"NOT-RUN: {result.reason}")
         if result.verdict == Verdict.INCONCLUSIVE:
             pytest.skip(f"INCONCLUSIVE: {result.reason}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, CaseFailed):
+        if isinstance(excinfo.value, CaseFailed | CaseError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 

@@ -17,7 +17,9 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from ..model.case import Alternative, ExpectNoneSpec, ExpectSpec, SendSpec, UtSpec
 from ..model.expr import MOD, ExprError, seq_diff
@@ -34,7 +36,7 @@ from .session import Session
 PAYLOAD_PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-class StepFailed(Exception):
+class StepFailed(AssertionError):
     """The target did not do what the step requires (FAIL)."""
 
     def __init__(self, reason: str, expected: str = "", actual: str = "", found: list[str] | None = None) -> None:
@@ -65,10 +67,18 @@ def requirement_line(case: Case) -> str:
 
 
 class CaseRunner:
-    def __init__(self, case: Case, session: Session, *, on_wait: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        case: Case,
+        session: Session,
+        *,
+        on_wait: Callable[[str], None] | None = None,
+        step_scope: Callable[[int, str], AbstractContextManager[Any]] | None = None,
+    ) -> None:
         self.case = case
         self.s = session
         self.on_wait = on_wait
+        self.step_scope = step_scope  # e.g. an allure step around each protocol step
         self.env: dict[str, int] = {}
         self.pending: deque[Segment] = deque()
         self.handles: dict[str, int] = {}
@@ -180,7 +190,11 @@ class CaseRunner:
             self.result.steps.append(record)
             self.current_step = self.step_index
             try:
-                getattr(self, f"_step_{step.kind}")(step, record)
+                if self.step_scope is None:
+                    getattr(self, f"_step_{step.kind}")(step, record)
+                else:
+                    with self.step_scope(self.step_index, self._summary(step)):
+                        getattr(self, f"_step_{step.kind}")(step, record)
                 record.outcome = "ok"
             except Inconclusive as exc:
                 record.outcome, record.detail = "inconclusive", str(exc)

@@ -1,0 +1,91 @@
+"""allure-pytest integration: labels, links and severity from a case's metadata, one allure step per
+protocol step, and the case's evidence (pcap, ladder SVG, decoded trace, result record) as attachments.
+
+Used only when allure-pytest is active (``--alluredir``); everything here is a no-op otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import allure
+
+SEVERITY = {"MUST": "critical", "SHOULD": "normal", "MAY": "minor", "INFO": "trivial"}
+RFC_TITLES = {
+    "793": "RFC 793", "9293": "RFC 9293", "7323": "RFC 7323 (window scale, timestamps)",
+    "5961": "RFC 5961 (blind in-window attacks)", "6528": "RFC 6528 (ISN)", "1337": "RFC 1337 (TIME-WAIT)",
+    "6191": "RFC 6191 (TIME-WAIT and timestamps)", "3168": "RFC 3168 (ECN)", "6298": "RFC 6298 (RTO)",
+    "7413": "RFC 7413 (Fast Open)", "4987": "RFC 4987 (SYN flooding)",
+}  # fmt: skip
+_SECTION = re.compile(r"^rfc(\d+):(\d+(?:\.\d+)*)$")
+
+
+def active(config: Any) -> bool:
+    return bool(getattr(config.option, "allure_report_dir", None))
+
+
+def area(refs: list[str]) -> str:
+    """The RFC area a case belongs to: the companion RFC if one is cited, else RFC 9293."""
+    numbers = [r.split(":", 1)[0][3:] for r in refs if r.startswith("rfc")]
+    for number in numbers:
+        if number not in ("793", "9293"):
+            return RFC_TITLES.get(number, f"RFC {number}")
+    return "RFC 9293 connection management"
+
+
+def rfc_link(ref: str) -> tuple[str, str] | None:
+    """A link to the RFC section a ref names (metadata only: the report makes no request)."""
+    m = _SECTION.match(ref)
+    if m:
+        return f"https://www.rfc-editor.org/rfc/rfc{m.group(1)}#section-{m.group(2)}", f"RFC {m.group(1)} §{m.group(2)}"
+    if ref.startswith("rfc") and ":" in ref:
+        number = ref.split(":", 1)[0][3:]
+        return f"https://www.rfc-editor.org/rfc/rfc{number}", f"RFC {number} {ref.split(':', 1)[1]}"
+    return None
+
+
+def label_case(meta: Any, family: str, feature: str) -> None:
+    allure.dynamic.epic(area(list(meta.refs)))
+    allure.dynamic.feature(feature)
+    allure.dynamic.story(meta.title)
+    allure.dynamic.title(f"{meta.id} [{family}] {meta.title}")
+    allure.dynamic.severity(SEVERITY[str(meta.level)])
+    allure.dynamic.description(meta.requirement)
+    allure.dynamic.tag(str(meta.level), family, *meta.tags)
+    allure.dynamic.parameter("family", family)
+    for ref in meta.refs:
+        link = rfc_link(ref)
+        if link:
+            allure.dynamic.link(link[0], name=link[1])
+
+
+def step_scope() -> Callable[[int, str], contextlib.AbstractContextManager[Any]]:
+    """One allure step per protocol step; a StepFailed passing through marks it failed."""
+
+    @contextlib.contextmanager
+    def scope(index: int, title: str) -> Iterator[None]:
+        with allure.step(f"{index}. {title}"):
+            yield
+
+    return scope
+
+
+def attach_evidence(record: dict[str, Any], run_dir: Path, message: str, ladder_svg: str | None) -> None:
+    if record.get("pcap"):
+        pcap = run_dir / record["pcap"]
+        if pcap.exists():
+            allure.attach.file(str(pcap), name="capture", attachment_type=allure.attachment_type.PCAP)
+    if ladder_svg:
+        allure.attach(ladder_svg, name="ladder", attachment_type=allure.attachment_type.SVG)
+    trace = "\n".join(
+        f"{e['t'] * 1000:9.3f} ms {'<' if e['dir'] == 'in' else '>'} {e['summary']}" for e in record["trace"]
+    )
+    allure.attach(trace or "(no frames)", name="decoded trace", attachment_type=allure.attachment_type.TEXT)
+    if message:
+        allure.attach(message, name="verdict", attachment_type=allure.attachment_type.TEXT)
+    allure.attach(json.dumps(record, indent=1), name="result", attachment_type=allure.attachment_type.JSON)

@@ -1,0 +1,64 @@
+"""allure-results and JUnit XML: what CI systems and allure read from a run."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from support import needs_netns, run_suite
+
+pytestmark = [needs_netns, pytest.mark.netns]
+
+
+@pytest.fixture(scope="module")
+def graded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    """One run under the rfc793 profile: the SYN-in-ESTABLISHED case FAILs, the closed-port cases PASS."""
+    tmp = tmp_path_factory.mktemp("outputs")
+    allure_dir, junit = tmp / "allure", tmp / "junit.xml"
+    run = run_suite(tmp, "--profile=rfc793", f"--alluredir={allure_dir}", f"--junitxml={junit}", "testcases/reset")
+    assert run.returncode == 1, run.stdout[-3000:]
+    return allure_dir, junit, run
+
+
+def _allure_results(directory: Path) -> dict[str, dict]:
+    results = [json.loads(p.read_text()) for p in directory.glob("*-result.json")]
+    return {r["name"].split(" ", 2)[0] + r["name"].split(" ", 2)[1]: r for r in results}
+
+
+def test_allure_labels_links_steps_and_evidence(graded_run: tuple) -> None:
+    allure_dir, _, _ = graded_run
+    results = _allure_results(allure_dir)
+    assert set(results) == {f"{c}[{f}]" for c in ("RST-CLOSED-01", "RST-CLOSED-02", "RST-SYNEST-01")
+                            for f in ("ipv4", "ipv6")}  # fmt: skip
+    passed, failed = results["RST-CLOSED-01[ipv4]"], results["RST-SYNEST-01[ipv6]"]
+    labels = {(lab["name"], lab["value"]) for lab in failed["labels"]}
+    assert ("epic", "RFC 5961 (blind in-window attacks)") in labels
+    assert ("feature", "reset") in labels and ("severity", "critical") in labels
+    assert any(lab[0] == "story" and "SYN on an established connection" in lab[1] for lab in labels)
+    assert any(link["url"].endswith("rfc9293#section-3.10.7.4") for link in failed["links"])
+    assert passed["status"] == "passed" and failed["status"] == "failed"
+    assert [s["status"] for s in passed["steps"]] == ["passed", "passed"]
+    assert failed["steps"][-1]["status"] == "failed" and failed["steps"][-1]["name"].startswith("7. expect one of")
+    names = {a["name"] for a in failed["attachments"]}
+    assert {"capture", "decoded trace", "verdict", "result"} <= names
+    capture = next(a for a in failed["attachments"] if a["name"] == "capture")
+    assert (allure_dir / capture["source"]).read_bytes()[:4] in (b"\xd4\xc3\xb2\xa1", b"\x0a\x0d\x0d\x0a")
+
+
+def test_junit_carries_requirements_and_verdicts(graded_run: tuple) -> None:
+    _, junit, _ = graded_run
+    tree = ET.parse(junit)
+    cases = {tc.get("name"): tc for tc in tree.iter("testcase")}
+    failed = cases["RST-SYNEST-01[ipv4]"]
+    props = {(p.get("name"), p.get("value")) for p in failed.iter("property")}
+    assert ("case_id", "RST-SYNEST-01") in props and ("level", "MUST") in props
+    assert ("verdict", "FAIL") in props and ("behaviour", "challenge-ack") in props
+    assert failed.find("failure") is not None
+    assert "behaviour seen: challenge-ack" in failed.find("failure").get("message", "") + (
+        failed.find("failure").text or ""
+    )
+    passed_props = {(p.get("name"), p.get("value")) for p in cases["RST-CLOSED-01[ipv6]"].iter("property")}
+    assert ("verdict", "PASS") in passed_props
