@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from support import REPO, needs_netns, run_suite
 
 pytestmark = [
