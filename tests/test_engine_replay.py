@@ -612,3 +612,35 @@ def test_options_from_any_bytes_never_raise(raw: bytes) -> None:
     malformed = [i for i, o in enumerate(options) if o.malformed]
     assert malformed in ([], [len(options) - 1])  # decoding stops at a malformed option...
     assert all(o.kind != 0 for o in options[:-1])  # ... and at EOL
+
+
+def _two_syn_acks(seg: Segment) -> list[bytes]:
+    if seg.flags == 0x02:
+        return [reply(seg, "SA", 5000, seg.seq + 1), reply(seg, "SA", 5000, seg.seq + 1)]
+    return []
+
+
+CHECK_CASE = (
+    "  - send: {flags: S, seq: l_isn}\n"
+    "  - expect: {flags: SA, bind: {t0: time_us}}\n"
+    "  - expect: {flags: SA, bind: {t1: time_us}}\n"
+    "  - check: {value: t1 - t0, in: RANGE, record: gap_us, reason: the scripted retransmission interval}\n"
+)
+
+
+def test_check_passes_and_records_the_measured_value() -> None:
+    result, _ = run(case_text(CHECK_CASE.replace("RANGE", "0..100000")), _two_syn_acks)
+    assert result.verdict == Verdict.PASS, result.reason
+    assert 0 < result.observations["gap_us"] < 100000
+    assert result.observations["t1"] > result.observations["t0"] >= 0
+
+
+def test_check_fails_with_the_value_and_the_expected_range() -> None:
+    text = case_text(CHECK_CASE.replace("RANGE", "500000..600000"))
+    result, _ = run(text, _two_syn_acks)
+    assert result.verdict == Verdict.FAIL
+    assert result.failure is not None and result.failure.kind == "check"
+    assert result.failure.line == line_of(text, "- check:")
+    assert result.failure.expected.startswith("t1 - t0 in 500000..600000")
+    assert "the scripted retransmission interval" in result.reason
+    assert int(result.failure.actual) == result.observations["gap_us"]

@@ -10,7 +10,7 @@ from ..model.values import Matcher, format_flags
 from ..wire.segment import Segment
 
 
-def _value_matches(m: Matcher, value: int | None, env: Mapping[str, int]) -> bool:
+def value_matches(m: Matcher, value: int | None, env: Mapping[str, int]) -> bool:
     if m.kind == "any":
         return value is not None
     if m.kind == "absent":
@@ -43,7 +43,9 @@ def _option_value(seg: Segment, name: str) -> int | None:
 FIELDS = ("seq", "ack", "window", "len", "urgent")
 
 
-def segment_field(seg: Segment, name: str) -> int | None:
+def segment_field(seg: Segment, name: str, ts_us: int | None = None) -> int | None:
+    if name == "time_us":
+        return ts_us
     if name == "len":
         return len(seg.payload)
     if name == "flags":
@@ -65,11 +67,11 @@ def mismatches(spec: ExpectSpec | ExpectNoneSpec, seg: Segment, env: Mapping[str
         if m is None:
             continue
         actual = segment_field(seg, name)
-        if not _value_matches(m, actual, env):
+        if not value_matches(m, actual, env):
             out.append(f"{name}: expected {m.describe(env)}, got {actual}")
     for name, m in (getattr(spec, "options", None) or {}).items():
         actual = _option_value(seg, name)
-        if not _value_matches(m, actual, env):
+        if not value_matches(m, actual, env):
             shown = "absent" if actual is None else ("present" if name in ("sackok", "sack") else actual)
             out.append(f"option {name}: expected {m.describe(env)}, got {shown}")
     return out

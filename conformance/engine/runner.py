@@ -29,7 +29,7 @@ from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
 from ..wire.build import OutOption, OutSegment, build_packet
 from ..wire.segment import Segment, flow_key, parse_packet
 from ..wire.tun import LinkDown
-from .matching import describe, mismatches, segment_field
+from .matching import describe, mismatches, segment_field, value_matches
 from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
 from .session import Session
 
@@ -93,6 +93,8 @@ class CaseRunner:
         self._step_of_record: dict[int, Step] = {}
         self._detail_segments: dict[int, Segment] = {}
         self._detail_packets: dict[int, bytes] = {}
+        self._seg_ts: dict[int, float] = {}  # id(segment) -> kernel timestamp, for bind: time_us
+        self.recorded: dict[str, int] = {}
         self._blocked = 0.0  # time spent waiting on the link or the agent
         self._declared = 0.0  # silence windows and waits the case itself declares
 
@@ -150,7 +152,7 @@ class CaseRunner:
             res.duration_s = time.monotonic() - start_wall
             res.protocol_wait_s = self._declared
             res.blocked_s = self._blocked
-            res.observations = {k: v for k, v in self.env.items()}
+            res.observations = {**self.env, **self.recorded}
         return res
 
     def _link_drops(self) -> int:
@@ -226,11 +228,23 @@ class CaseRunner:
             return f"ut {spec.op}" + (f" as {spec.as_}" if spec.as_ else "") + (" (nowait)" if spec.nowait else "")
         if step.kind == "wait":
             return f"wait {spec.for_ * 1000:g} ms: {spec.reason}"
+        if step.kind == "check":
+            return f"check {spec.value} in {spec.in_}: {spec.reason}"
         return f"bind {', '.join(spec.values)}"
 
     def _step_bind(self, step: Step, record: StepRecord) -> None:
         for name, expr in step.spec.values.items():
             self.env[name] = expr.evaluate(self.env)
+
+    def _step_check(self, step: Step, record: StepRecord) -> None:
+        spec = step.spec
+        value = spec.value.evaluate(self.env)
+        if spec.record:
+            self.recorded[spec.record] = value
+        record.detail = f"{spec.value} = {value}"
+        if not value_matches(spec.in_, value, self.env):
+            expected = f"{spec.value} in {spec.in_.describe(self.env)}"
+            raise StepFailed(f"check failed: {spec.reason}: {spec.value} = {value}", expected, str(value))
 
     def _step_wait(self, step: Step, record: StepRecord) -> None:
         if self.on_wait:
@@ -334,6 +348,7 @@ class CaseRunner:
             step = self.current_step if frame.inbound else self._sent_step.get(frame.data)
             self.result.trace.append(TraceEntry(frame.ts, frame.inbound, seg, step))
             if frame.inbound:
+                self._seg_ts[id(seg)] = frame.ts
                 return seg
 
     def _next(self, deadline: float) -> Segment | None:
@@ -363,8 +378,9 @@ class CaseRunner:
         env["t_win"] = seg.window
         if seg.flags & 0x10:
             env["t_ack"] = seg.ack
+        ts_us = round((self._seg_ts.get(id(seg), self.result.started) - self.result.started) * 1e6)
         for name, source in (bind or {}).items():
-            value = segment_field(seg, source)
+            value = segment_field(seg, source, ts_us)
             if value is None:
                 raise StepFailed(f"cannot bind {name}: the segment has no {source}", actual=seg.summary())
             env[name] = value

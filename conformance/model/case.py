@@ -33,7 +33,7 @@ Family = Literal["ipv4", "ipv6"]
 SEND_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "raw")
 EXPECT_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "ts_val", "ts_ecr", "sack")
 BIND_FIELDS = (
-    "seq", "ack", "window", "len", "flags", "sport", "dport", "end_seq",
+    "seq", "ack", "window", "len", "flags", "sport", "dport", "end_seq", "time_us",
     "opt.mss", "opt.wscale", "opt.ts_val", "opt.ts_ecr",
 )  # fmt: skip
 
@@ -224,6 +224,17 @@ class BindSpec(Strict):
         return {"values": value} if isinstance(value, dict) and "values" not in value else value
 
 
+class CheckSpec(Strict):
+    """An assertion over bound values, e.g. a measured interval: FAIL when ``value`` is not ``in``."""
+
+    value: Expression
+    in_: Match = Field(alias="in", description="N, expr or low..high")
+    reason: str = Field(description="what the check establishes, for the report")
+    record: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_]*$", description="also report the value under this name"
+    )
+
+
 STEP_MODELS: dict[str, type[BaseModel]] = {
     "send": SendSpec,
     "expect": ExpectSpec,
@@ -232,6 +243,7 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
     "ut": UtSpec,
     "wait": WaitSpec,
     "bind": BindSpec,
+    "check": CheckSpec,
 }
 
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
