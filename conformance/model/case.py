@@ -230,9 +230,7 @@ class CheckSpec(Strict):
     value: Expression
     in_: Match = Field(alias="in", description="N, expr or low..high")
     reason: str = Field(description="what the check establishes, for the report")
-    record: str | None = Field(
-        None, pattern=r"^[a-z_][a-z0-9_]*$", description="also report the value under this name"
-    )
+    record: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]*$", description="also report the value under this name")
 
 
 STEP_MODELS: dict[str, type[BaseModel]] = {
