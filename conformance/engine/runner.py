@@ -29,6 +29,7 @@ from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
 from ..wire.build import OutOption, OutSegment, build_packet
 from ..wire.segment import Segment, flow_key, parse_packet
 from ..wire.tun import LinkDown
+from .isn import isn_stats
 from .matching import describe, mismatches, segment_field, value_matches
 from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
 from .session import Session
@@ -228,6 +229,8 @@ class CaseRunner:
             return f"ut {spec.op}" + (f" as {spec.as_}" if spec.as_ else "") + (" (nowait)" if spec.nowait else "")
         if step.kind == "wait":
             return f"wait {spec.for_ * 1000:g} ms: {spec.reason}"
+        if step.kind == "isn_sample":
+            return f"sample {spec.count} ISNs"
         if step.kind == "check":
             return f"check {spec.value} in {spec.in_}: {spec.reason}"
         return f"bind {', '.join(spec.values)}"
@@ -245,6 +248,41 @@ class CaseRunner:
         if not value_matches(spec.in_, value, self.env):
             expected = f"{spec.value} in {spec.in_.describe(self.env)}"
             raise StepFailed(f"check failed: {spec.reason}: {spec.value} = {value}", expected, str(value))
+
+    def _step_isn_sample(self, step: Step, record: StepRecord) -> None:
+        """Many short handshakes from fresh tester ports; each SYN-ACK's ISN is recorded, then reset."""
+        spec = step.spec
+        samples: list[tuple[int, float]] = []
+        for _ in range(spec.count):
+            port, isn = self.s.ports.tester(), random.randrange(MOD)
+            self.l_ports.add(port)
+            syn = OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port, self.env["t_port"],
+                             isn, 0, 0x02, 65535, 0, [OutOption("mss", 1460)])  # fmt: skip
+            self._send_raw(syn)
+            seg = self._next_from(port, time.monotonic() + spec.timeout)
+            if seg is None or seg.flags != 0x12:
+                got = seg.summary() if seg else "nothing"
+                raise StepFailed(f"ISN sample {len(samples) + 1}: expected a SYN-ACK, got {got}", "SA", got)
+            samples.append((seg.seq, self._seg_ts.get(id(seg), time.time())))
+            self._send_raw(OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port,
+                                      self.env["t_port"], (isn + 1) % MOD, 0, 0x04, 0))  # fmt: skip
+            self._collect(spec.spacing)
+        stats = isn_stats(samples)
+        self.env.update(stats.as_env())
+        self.recorded.update(stats.as_env())
+        record.detail = f"{stats.count} ISNs: GCD {stats.gcd}, ISR {stats.isr}, SP {stats.sp}, repeats {stats.repeats}"
+
+    def _send_raw(self, out: OutSegment) -> None:
+        packet = build_packet(out)
+        self._sent_step[packet] = self.step_index
+        self.s.link.send(packet)
+
+    def _next_from(self, port: int, deadline: float) -> Segment | None:
+        """The next segment to tester port ``port``; segments of other ports are dropped."""
+        while True:
+            seg = self._next(deadline)
+            if seg is None or seg.dport == port:
+                return seg
 
     def _step_wait(self, step: Step, record: StepRecord) -> None:
         if self.on_wait:

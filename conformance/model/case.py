@@ -233,6 +233,17 @@ class CheckSpec(Strict):
     record: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]*$", description="also report the value under this name")
 
 
+class IsnSampleSpec(Strict):
+    """Open ``count`` connections to the listener (SYN, SYN-ACK, RST) and analyse the target's ISNs.
+
+    Binds isn_count, isn_gcd, isn_isr, isn_sp and isn_repeats (see conformance/engine/isn.py).
+    """
+
+    count: int = Field(100, ge=3, le=5000)
+    spacing: Duration = Field(0.01, description="pause between connections (Nmap spaces its probes too)")
+    timeout: Duration = 1.0
+
+
 STEP_MODELS: dict[str, type[BaseModel]] = {
     "send": SendSpec,
     "expect": ExpectSpec,
@@ -242,6 +253,7 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
     "wait": WaitSpec,
     "bind": BindSpec,
     "check": CheckSpec,
+    "isn_sample": IsnSampleSpec,
 }
 
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
