@@ -28,7 +28,7 @@ from ..model.values import format_flags
 from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
 from ..wire.build import OutOption, OutSegment, build_packet
 from ..wire.segment import Segment, flow_key, parse_packet
-from ..wire.tun import LinkDown
+from ..wire.tun import LinkDown, UndeclaredDestination
 from .isn import isn_stats
 from .matching import describe, mismatches, segment_field, value_matches
 from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
@@ -139,7 +139,7 @@ class CaseRunner:
             res.verdict, res.reason = Verdict.ERROR, f"upper tester did not answer: {exc}"
         except AgentGone as exc:
             res.verdict, res.reason = Verdict.ERROR, f"upper tester is gone: {exc}"
-        except LinkDown as exc:
+        except (LinkDown, UndeclaredDestination) as exc:
             res.verdict, res.reason = Verdict.ERROR, str(exc)
         except Exception as exc:  # a defect of the suite itself: report it, do not hide it as FAIL
             where = traceback.extract_tb(exc.__traceback__)[-1]

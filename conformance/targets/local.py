@@ -44,6 +44,7 @@ class LocalTarget:
         netns.create(self.ns)
         try:
             self.link = netns.call_in_netns(self.ns, lambda: TunLink.open(TUN_NAME))
+            self.link.allow(self.config.ipv4.target, self.config.ipv6.target)
             self._configure()
             if self.log_path is not None:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)

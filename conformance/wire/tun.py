@@ -42,6 +42,19 @@ class LinkDown(OSError):
     """The link's device or fd went away."""
 
 
+class UndeclaredDestination(PermissionError):
+    """A packet was addressed to something other than the selected target: the suite never sends it."""
+
+
+def destination(packet: bytes) -> bytes | None:
+    """The IP destination address of a packet, as raw bytes (None if it is not IPv4/IPv6)."""
+    if packet[:1] and packet[0] >> 4 == 4 and len(packet) >= 20:
+        return packet[16:20]
+    if packet[:1] and packet[0] >> 4 == 6 and len(packet) >= 40:
+        return packet[24:40]
+    return None
+
+
 class TunLink:
     """A persistent, non-blocking TUN link. Create it inside the target's namespace (see ``open``)."""
 
@@ -51,6 +64,8 @@ class TunLink:
         self.tun_fd = tun_fd
         self.capture = capture
         self.ifname = ifname
+        # Destinations this link may send to (raw address bytes); empty = nothing may be sent yet.
+        self.allowed_destinations: frozenset[bytes] = frozenset()
         self._poll = select.poll()
         self._poll.register(capture.fileno(), select.POLLIN)
         self._ancbuf = socket.CMSG_SPACE(16)
@@ -71,7 +86,16 @@ class TunLink:
         cap.bind((ifname, ETH_P_ALL))
         return cls(fd, cap, ifname)
 
+    def allow(self, *addresses: str) -> None:
+        """Declare the target's addresses: the only destinations the link will ever send to."""
+        packed = {socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in addresses}
+        self.allowed_destinations = frozenset(packed)
+
     def send(self, packet: bytes) -> None:
+        if destination(packet) not in self.allowed_destinations:
+            raise UndeclaredDestination(
+                f"refusing to send to an address not declared for the target: {packet[:40].hex()}"
+            )
         try:
             os.write(self.tun_fd, packet)
         except OSError as exc:
