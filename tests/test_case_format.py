@@ -281,7 +281,7 @@ def test_schema_command_prints_json_schema() -> None:
     steps = schema["properties"]["steps"]
     assert steps["type"] == "array"
     actions = {key for variant in steps["items"]["anyOf"] for key in variant["required"]}
-    assert actions == {"send", "expect", "expect_none", "expect_one_of", "ut", "wait", "bind"}
+    assert actions == {"send", "expect", "expect_none", "expect_one_of", "ut", "wait", "bind", "check", "isn_sample"}
     assert set(schema["required"]) >= {"id", "title", "refs", "requirement", "level", "steps"}
 
 
