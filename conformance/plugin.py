@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -333,13 +334,20 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     counts = summarize(cases)
     tr = terminalreporter
     tr.section(f"TCP conformance: target {state.target_name}, profile {state.profile}")
+    results_file = state.run_dir / "results.json"
+    if results_file.exists():
+        graded = json.loads(results_file.read_text(encoding="utf-8")).get("grade") or {}
+        if graded.get("statement"):
+            tr.write_line(graded["statement"], bold=True, red=not graded.get("conformant", True))
+            cats = graded.get("categories", {})
+            tr.write_line("  ".join(f"{k}: {v}" for k, v in cats.items()))
     tr.write_line("  ".join(f"{k}: {v}" for k, v in counts.items()))
     by_level: dict[str, list[int]] = {}
     for case in cases:
         passed_total = by_level.setdefault(case["level"], [0, 0])
         passed_total[1] += 1
         passed_total[0] += case["verdict"] == "PASS"
-    tr.write_line("  ".join(f"{lvl} {p}/{t} passed" for lvl, (p, t) in by_level.items()))
+    tr.write_line("cases by level: " + "  ".join(f"{lvl} {p}/{t} passed" for lvl, (p, t) in by_level.items()))
     behaviours = sorted({f"{c['id']}: {c['behaviour']}" for c in cases if c.get("behaviour")})
     if behaviours:
         tr.write_line("behaviours seen: " + "; ".join(behaviours))

@@ -18,8 +18,9 @@ from typing import Any
 
 from . import __version__
 from .engine.result import CaseResult, Verdict
+from .grading.grade import grade
 from .model.loader import Case
-from .wire.pcap import write_pcap
+from .wire.pcapng import write_pcapng
 
 SCHEMA = "tcp-conformance/results/1"
 
@@ -70,12 +71,14 @@ class RunWriter:
         run_dir.mkdir(parents=True, exist_ok=True)
 
     def pcap_path(self, case_id: str, family: str) -> tuple[Path, str]:
-        rel = f"cases/{case_id}-{family}.pcap"
+        rel = f"cases/{case_id}-{family}.pcapng"
         return self.run_dir / rel, rel
 
     def write_pcap(self, result: CaseResult, case_id: str, family: str) -> str:
+        """The case's frames as pcapng, each packet commented with the step that sent or matched it."""
         path, rel = self.pcap_path(case_id, family)
-        write_pcap(path, ((e.ts, e.raw) for e in result.trace))
+        frames = [(e.ts, e.raw, frame_comment(result, e.step, e.inbound)) for e in result.trace]
+        write_pcapng(path, frames, section_comment=f"tcp-conformance {__version__}: {case_id} [{family}]")
         return rel
 
     def append(self, record: dict[str, Any]) -> None:
@@ -84,6 +87,18 @@ class RunWriter:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def frame_comment(result: CaseResult, step: int | None, inbound: bool) -> str:
+    """What Wireshark shows for a packet: which step of the case it belongs to and how that step ended."""
+    if step is None:
+        return "after the case: clean-up of the sockets the case opened"
+    record = next((r for r in result.steps if r.index == step), None)
+    who = "target -> tester" if inbound else "tester -> target"
+    if record is None:
+        return f"step {step}: {who}"
+    outcome = {"ok": "", "fail": " [FAIL at this step]", "error": " [ERROR at this step]"}.get(record.outcome, "")
+    return f"step {step} (line {record.line}) {record.summary}: {who}{outcome}"
 
 
 def read_cases(run_dir: Path) -> list[dict[str, Any]]:
@@ -114,6 +129,7 @@ def finalize(run_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
                         "hostname": socket.gethostname()},
         "summary": summarize(cases), "cases": cases,
     }  # fmt: skip
+    doc["grade"] = grade(doc)
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     tmp.replace(run_dir / "results.json")

@@ -4,15 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# System tools: ip and nft for the local target; tshark to check captures, chromium (+ driver) to check
+# the HTML report in a real browser (both only used by the project's own tests).
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
-        echo "setup: need root to install ${need_apt[*]} (apt-get)" >&2
+        echo "setup: need root to install ${need_apt[*]} (apt-get); the suite itself needs only iproute2 and nftables" >&2
         exit 1
     fi
     echo "setup: installing ${need_apt[*]}" >&2
+    # tshark asks whether non-root users may capture: answer no, without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi

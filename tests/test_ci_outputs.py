@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -62,3 +64,21 @@ def test_junit_carries_requirements_and_verdicts(graded_run: tuple) -> None:
     )
     passed_props = {(p.get("name"), p.get("value")) for p in cases["RST-CLOSED-01[ipv6]"].iter("property")}
     assert ("verdict", "PASS") in passed_props
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark (Debian package tshark)")
+def test_the_capture_decodes_in_tshark_with_the_step_comments(graded_run: tuple) -> None:
+    _, _, run = graded_run
+    case = next(c for c in run.results["cases"] if c["id"] == "RST-SYNEST-01" and c["family"] == "ipv4")
+    capture = run.report_dir / case["pcap"]
+    assert capture.suffix == ".pcapng"
+    proc = subprocess.run(
+        ["tshark", "-r", str(capture), "-T", "fields", "-e", "tcp.flags.str", "-e", "frame.comment"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert len(rows) == len(case["trace"])
+    assert all(flags.strip() for flags, _ in rows), "every packet decodes as TCP"
+    comments = [comment for _, comment in rows]
+    assert comments[0].startswith("step 2 (line ") and "send S" in comments[0]
+    assert any("[FAIL at this step]" in c and "expect one of" in c for c in comments)
