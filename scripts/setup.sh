@@ -12,6 +12,7 @@ command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: need root to install ${need_apt[*]} (apt-get); the suite itself needs only iproute2 and nftables" >&2

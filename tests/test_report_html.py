@@ -398,3 +398,172 @@ def test_write_html(results: dict, tmp_path: Path) -> None:
     write_html(results, out)
     assert out.read_text(encoding="utf-8") == render_html(results)
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+
+
+# --------------------------------------------------------------------------- v2: grade, areas, ladder
+
+
+def _grade(conformant: bool | None = False, complete: bool | None = True) -> dict:
+    def req(rid: str, level: str, verdict: str, category: str, *cases: str) -> dict:
+        return {"id": rid, "level": level, "title": f"title {rid}", "cases": list(cases), "verdict": verdict,
+                "category": category}  # fmt: skip
+
+    return {
+        "profile": "rfc9293",
+        "statement": "RFC 9293 connection management (profile rfc9293): 1/2 MUST, 0/1 SHOULD, 0/1 MAY; "
+        "not conformant: RST-03",
+        "conformant": conformant,
+        "complete": complete,
+        "levels": {
+            "MUST": {"pass": 1, "fail": 1, "other": 0, "total": 2},
+            "SHOULD": {"pass": 0, "fail": 0, "other": 1, "total": 1},
+            "MAY": {"pass": 0, "fail": 0, "other": 1, "total": 1},
+            "INFO": {"pass": 0, "fail": 0, "other": 0, "total": 0},
+        },
+        "categories": {"pass": 2, "non-strict": 0, "fail": 1, "info": 1, "incomplete": 2},
+        "requirements": [
+            req("rfc9293:MUST-10", "MUST", "PASS", "pass", "SIMOPEN-01[ipv4]", "SIMOPEN-01[ipv6]"),
+            req("RST-03", "MUST", "FAIL", "fail", "RST-03[ipv4]"),
+            req("TIMEWAIT-02", "SHOULD", "NOT-RUN", "incomplete", "TIMEWAIT-02[ipv6]"),
+            req("OPTS-09", "MAY", "ERROR", "incomplete", "OPTS-09[ipv4]", "GHOST-99[ipv4]"),
+            req("WIN-01", "INFO", "INCONCLUSIVE", "info", "WIN-01[ipv4]"),
+        ],
+    }
+
+
+@pytest.fixture
+def graded(results: dict) -> dict:
+    results["grade"] = _grade()
+    results["cases"][2]["refs"] = ["rfc793:page71", "rfc5961:4.2", "RFC 9293 section 3.10.7.4"]
+    results["cases"][2]["tags"] = ["reset", "rfc5961"]
+    results["cases"][4]["refs"] = []
+    results["cases"][4]["tags"] = []
+    return results
+
+
+def test_no_grade_no_grade_block(results: dict) -> None:
+    root = parse(render_html(results))
+    assert not root.find_all("section", id="grade") and not root.find_all("table", id="matrix")
+
+
+def test_grade_block_comes_first_with_the_statement(graded: dict) -> None:
+    root = parse(render_html(graded))
+    sections = [s.attrs.get("id") for s in root.find("main").children if isinstance(s, Node)]
+    assert sections[0] == "grade"
+    block = root.find("section", id="grade")
+    statement = block.find("div", **{"data-conformant": "False"})
+    assert "st-not-conformant" in statement.attrs["class"]
+    assert "NOT CONFORMANT" in statement.text() and graded["grade"]["statement"] in statement.text()
+
+
+@pytest.mark.parametrize(
+    ("conformant", "complete", "cls", "word"),
+    [
+        (True, True, "st-conformant", "CONFORMANT"),
+        (False, True, "st-not-conformant", "NOT CONFORMANT"),
+        (False, False, "st-not-conformant", "NOT CONFORMANT"),
+        (True, False, "st-incomplete", "INCOMPLETE"),
+        (None, None, "st-incomplete", "INCOMPLETE"),
+    ],
+)
+def test_statement_colour(results: dict, conformant: bool | None, complete: bool | None, cls: str, word: str) -> None:
+    results["grade"] = _grade(conformant, complete)
+    block = parse(render_html(results)).find("section", id="grade")
+    statement = next(n for n in block.iter() if "statement" in (n.attrs.get("class") or "").split())
+    assert statement.attrs["class"] == f"statement {cls}"
+    assert statement.find("span", **{"class": "word"}).text() == word
+
+
+def test_grade_categories_in_autobahn_order(graded: dict) -> None:
+    block = parse(render_html(graded)).find("section", id="grade")
+    counts = [
+        (n.attrs["data-category"], n.text()) for n in block.iter() if "data-category" in n.attrs and n.tag == "span"
+    ]
+    assert counts == [("pass", "2"), ("non-strict", "0"), ("fail", "1"), ("info", "1"), ("incomplete", "2")]
+    levels = block.find("table", **{"class": "grade-levels"}).find("tbody").find_all("tr")
+    assert [[td.text() for td in tr.find_all("td")] for tr in levels] == [
+        ["MUST", "1", "1", "0", "2"],
+        ["SHOULD", "0", "0", "1", "1"],
+        ["MAY", "0", "0", "1", "1"],
+    ], "INFO has no requirement: left out"
+
+
+def test_requirement_matrix_links_cases_to_their_details(graded: dict) -> None:
+    root = parse(render_html(graded))
+    anchors = {d.attrs["id"] for d in root.find_all("details")}
+    rows = root.find("table", id="matrix").find("tbody").find_all("tr")
+    assert [r.attrs["data-requirement"] for r in rows] == [r["id"] for r in graded["grade"]["requirements"]]
+    first = [td.text() for td in rows[0].find_all("td")]
+    assert first[:5] == ["rfc9293:MUST-10", "MUST", "title rfc9293:MUST-10", "Pass", "PASS"]
+    assert [a.attrs["href"] for a in rows[0].find_all("a")] == ["#case-simopen-01-ipv4", "#case-simopen-01-ipv6"]
+    assert rows[1].find("span", **{"class": "badge c-fail"}).text() == "Fail"
+    assert rows[1].find("span", **{"class": "badge v-fail"}).text() == "FAIL"
+    for row in rows:
+        assert all(a.attrs["href"][1:] in anchors for a in row.find_all("a"))
+    assert "GHOST-99[ipv4]" in rows[3].text() and len(rows[3].find_all("a")) == 1, "unknown case: text, no link"
+
+
+def test_hostile_grade_is_escaped(graded: dict) -> None:
+    graded["grade"]["statement"] = XSS
+    graded["grade"]["requirements"][0].update(id=XSS, title="<img src=x onerror=alert(1)>", cases=[XSS])
+    graded["grade"]["categories"] = {XSS: 1}
+    page = render_html(graded)
+    root = parse(page)
+    assert XSS not in page and not root.find_all("img") and len(root.find_all("script")) == 1
+    assert XSS in data_text(root.find("section", id="grade"))
+
+
+def test_sparse_grade_renders(results: dict) -> None:
+    results["grade"] = {"statement": "x", "requirements": "oops", "levels": None, "categories": []}
+    block = parse(render_html(results)).find("section", id="grade")
+    assert "No requirement graded." in data_text(block)
+
+
+def test_area_filter_from_refs_and_tags(graded: dict) -> None:
+    root = parse(render_html(graded))
+    bar = root.find("div", id="filters")
+    areas = bar.find("fieldset", **{"data-group": "area"})
+    boxes = [(i.attrs["value"], lbl.text().strip()) for lbl in areas.find_all("label") for i in lbl.find_all("input")]
+    assert boxes == [("rfc-793", "RFC 793"), ("rfc-5961", "RFC 5961"), ("rfc-9293", "RFC 9293"), ("-", "(none)")]
+    assert all(i.attrs["data-filter"] == "area" and "checked" in i.attrs for i in areas.find_all("input"))
+    topics = bar.find("fieldset", **{"data-group": "topic"})
+    assert [i.attrs["value"] for i in topics.find_all("input")] == ["handshake", "reset", "-"]
+    rows = {r.attrs["data-case"]: r for r in root.find("table", id="cases").find("tbody").find_all("tr")}
+    assert rows["case-rst-03-ipv4"].attrs["data-areas"] == "rfc-793 rfc-5961 rfc-9293"
+    assert rows["case-rst-03-ipv4"].attrs["data-topics"] == "reset"
+    assert rows["case-simopen-01-ipv4"].attrs["data-areas"] == "rfc-9293"
+    assert (
+        rows["case-opts-09-ipv4"].attrs["data-areas"] == "-" and rows["case-opts-09-ipv4"].attrs["data-topics"] == "-"
+    )
+    assert "rfc5961" in rows["case-rst-03-ipv4"].attrs["data-text"], "tags are searchable"
+    script = root.find("script").text()
+    assert 'area: ["areas", true]' in script and 'topic: ["topics", true]' in script
+
+
+def test_ladder_embedded_in_each_case(graded: dict) -> None:
+    root = parse(render_html(graded))
+    for det in root.find_all("details"):
+        svg = det.find("svg")
+        assert "ladder" in svg.attrs["class"] and "xmlns" not in svg.attrs
+    fail = root.find("details", id="case-rst-03-ipv4").find("svg")
+    arrows = [g for g in fail.find_all("g") if "arrow" in (g.attrs.get("class") or "").split()]
+    assert [g.attrs["data-dir"] for g in arrows] == ["out", "in"]
+    actual = [g for g in fail.find_all("g") if "actual" in g.attrs["class"].split()]
+    assert len(actual) == 1 and actual[0].attrs["data-step"] == "2"
+    ghost = [g for g in fail.find_all("g") if "ghost" in (g.attrs.get("class") or "").split()]
+    assert len(ghost) == 1 and "expected: S. seq 123 ack 457 win 65535" in ghost[0].text()
+    # the decoded segments stay in the trace table beside the diagram
+    assert root.find("details", id="case-rst-03-ipv4").find("table", **{"class": "trace"})
+
+
+def test_ladder_needs_nothing_the_csp_forbids(graded: dict) -> None:
+    """No style attribute, <style>, id, link or event handler inside the diagrams: the CSP would block them."""
+    root = parse(render_html(graded))
+    assert len(root.find_all("style")) == 1
+    for svg in root.find_all("svg"):
+        for node in svg.iter():
+            assert node.tag not in ("style", "script", "a", "image", "foreignobject", "use")
+            assert not {"style", "id", "href", "xlink:href"} & set(node.attrs), node.attrs
+            assert not any(name.startswith("on") for name in node.attrs)
+    test_csp_allows_exactly_the_inline_script_and_style(graded)
+    test_page_is_well_formed_and_self_contained(graded)

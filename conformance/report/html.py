@@ -1,10 +1,11 @@
 """One self-contained HTML conformance report rendered from results.json (schema `tcp-conformance/results/1`).
 
-The page is laid out like an ISO/IEC 9646 test report (identification, IUT, summary, per-case results) and has
-to work offline, from a CI artifact or a mail attachment: inline CSS and a little vanilla JS, no external
-request. Case data is untrusted, so every value goes through `html.escape`; on top of that a
-Content-Security-Policy that allows only the hashes of our own inline style and script keeps any markup that
-slipped through inert and forbids every network fetch.
+The page is laid out like an ISO/IEC 9646 test report (identification, IUT, summary, per-case results), headed
+by the conformance statement when results.json carries a grade; every case's details show a ladder diagram of
+its frames (conformance/report/ladder.py). It has to work offline, from a CI artifact or a mail attachment:
+inline CSS, inline SVG and a little vanilla JS, no external request. Case data is untrusted, so every value
+goes through `html.escape`; on top of that a Content-Security-Policy that allows only the hashes of our own
+inline style and script keeps any markup that slipped through inert and forbids every network fetch.
 """
 
 from __future__ import annotations
@@ -16,15 +17,26 @@ import os
 import pathlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from .ladder import ladder_svg
 
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR", "NOT-RUN")
 LEVELS = ("MUST", "SHOULD", "MAY", "INFO")
 DIRECTIONS = {"out": "tester \u2192 target", "in": "target \u2192 tester"}
 NO_LEVEL = "-"
+CATEGORIES = ("pass", "non-strict", "fail", "info", "incomplete")
+CATEGORY_TEXT = {
+    "pass": ("Pass", "requirement met"),
+    "non-strict": ("Non-strict", "a SHOULD or MAY not met"),
+    "fail": ("Fail", "a MUST broken"),
+    "info": ("Info", "behaviour recorded (INFO level)"),
+    "incomplete": ("Incomplete", "ERROR, INCONCLUSIVE or NOT-RUN"),
+}
+_RFC = re.compile(r"\brfc[\s-]*0*(\d{1,5})", re.IGNORECASE)
 
 _CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --head: #f6f8fa; --accent: #0b4f8a; }
@@ -73,6 +85,40 @@ details.case > .body { padding: .3rem .9rem .8rem; }
 .sxs { display: grid; grid-template-columns: 1fr 1fr; gap: .6rem; }
 .sxs h4 { margin: .2rem 0; font-size: .85rem; }
 .toolbar { margin: .4rem 0; }
+.badge.c-pass { background: #1a7f37; }
+.badge.c-fail { background: #cf222e; }
+.badge.c-non-strict { background: #d4a72c; color: #1f2328; }
+.badge.c-info { background: #218bff; }
+.badge.c-incomplete, .badge.c-other { background: #8c959f; }
+header { border-bottom: 3px solid var(--accent); margin-bottom: 1rem; padding-bottom: .4rem; }
+#grade h2 { margin-top: 1rem; }
+.statement { display: flex; gap: 1.2rem; align-items: center; margin: .4rem 0 1rem; padding: .8rem 1.1rem;
+  border: 1px solid; border-left-width: 8px; border-radius: 6px; font-size: 1.05rem;
+  -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+.statement .word { font-size: 1.25rem; font-weight: 700; letter-spacing: .04em; white-space: nowrap; }
+.statement p { margin: 0; }
+.st-conformant { border-color: #1a7f37; background: #dafbe1; }
+.st-conformant .word { color: #116329; }
+.st-not-conformant { border-color: #cf222e; background: #ffebe9; }
+.st-not-conformant .word { color: #a40e26; }
+.st-incomplete { border-color: #d4a72c; background: #fff8c5; }
+.st-incomplete .word { color: #7d4e00; }
+.grade-grid { display: flex; flex-wrap: wrap; gap: 0 2rem; align-items: flex-start; }
+.grade-grid > div:first-child { flex: 1 1 40rem; }
+.grade-grid > div:last-child { flex: 0 1 24rem; }
+.cards.categories { flex-wrap: nowrap; }
+.cards.categories li { flex: 1 1 0; border-top: 5px solid #8c959f; min-width: 7.5rem; }
+.cards.categories li.cat-pass { border-top-color: #1a7f37; }
+.cards.categories li.cat-non-strict { border-top-color: #d4a72c; }
+.cards.categories li.cat-fail { border-top-color: #cf222e; }
+.cards.categories li.cat-info { border-top-color: #218bff; }
+.cards .what { display: block; font-size: 12px; color: var(--muted); }
+#matrix td:first-child, #matrix td.cases code { white-space: nowrap; }
+#matrix td.cases { width: 30%; }
+#matrix tr.cat-fail td { background: #fff5f5; }
+.ladder-wrap { overflow-x: auto; margin: .3rem 0 .8rem; padding: .3rem; border: 1px solid var(--line);
+  border-radius: 4px; background: #fff; }
+.ladder-wrap svg { display: block; max-width: 100%; height: auto; }
 [hidden] { display: none !important; }
 @media print {
   body { max-width: none; padding: 0; font-size: 11px; }
@@ -100,11 +146,20 @@ _JS = """
     });
     return set;
   }
+  // filter group -> [row attribute, several space-separated values per row]
+  var groups = {verdict: ["verdict", false], level: ["level", false], area: ["areas", true], topic: ["topics", true]};
+  function passes(row, group, set) {
+    if (!bar.querySelector('input[data-filter="' + group + '"]')) { return true; }
+    var raw = row.getAttribute("data-" + groups[group][0]) || "";
+    var values = groups[group][1] ? raw.split(" ") : [raw];
+    return values.some(function (v) { return set[v] === true; });
+  }
   function apply() {
-    var verdicts = enabled("verdict"), levels = enabled("level");
+    var sets = {};
+    Object.keys(groups).forEach(function (g) { sets[g] = enabled(g); });
     var q = query.value.trim().toLowerCase(), shown = 0;
     rows.forEach(function (row) {
-      var ok = verdicts[row.dataset.verdict] === true && levels[row.dataset.level] === true &&
+      var ok = Object.keys(groups).every(function (g) { return passes(row, g, sets[g]); }) &&
         row.dataset.text.indexOf(q) !== -1;
       row.hidden = !ok;
       var det = document.getElementById(row.dataset.case);
@@ -184,10 +239,36 @@ def _label(case: Mapping[str, Any]) -> str:
     return f"{case.get('id', '?')} [{family}]" if family else str(case.get("id", "?"))
 
 
+def _grade_label(case: Mapping[str, Any]) -> str:
+    """How the grade names a case: `ID[family]`."""
+    family = case.get("family")
+    return f"{case.get('id', '?')}[{family}]" if family else str(case.get("id", "?"))
+
+
 def _ordered(known: Sequence[str], seen: Iterable[str]) -> list[str]:
     """Known values in their canonical order, then any unexpected values found in the data."""
     seen = list(dict.fromkeys(seen))
     return [v for v in known if v in seen] + sorted(v for v in seen if v not in known)
+
+
+def _areas(case: Mapping[str, Any]) -> list[str]:
+    """The RFCs a case belongs to (`RFC 793`, `RFC 9293`, ...), from its refs and tags, in numeric order."""
+    numbers = {
+        int(m[1])
+        for text in [*_as_list(case.get("refs")), *_as_list(case.get("tags"))]
+        for m in _RFC.finditer(str(text))
+    }
+    return [f"RFC {n}" for n in sorted(numbers)]
+
+
+def _topics(case: Mapping[str, Any]) -> list[str]:
+    """The case's tags that do not name an RFC (those count as areas)."""
+    return list(dict.fromkeys(str(t) for t in _as_list(case.get("tags")) if t and not _RFC.search(str(t))))
+
+
+def _values(labels: Sequence[str]) -> str:
+    """Space-separated filter values of a multi-valued group; `-` stands for none."""
+    return " ".join(dict.fromkeys(_slug(v) for v in labels)) or NO_LEVEL
 
 
 def _badge(verdict: str) -> str:
@@ -293,6 +374,100 @@ def _head(results: Mapping[str, Any]) -> str:
     )
 
 
+def _statement_state(grade: Mapping[str, Any]) -> tuple[str, str]:
+    """(css class, word): red when not conformant, amber when incomplete or unknown, green otherwise."""
+    if grade.get("conformant") is False:
+        return "st-not-conformant", "NOT CONFORMANT"
+    if grade.get("conformant") is True and grade.get("complete") is True:
+        return "st-conformant", "CONFORMANT"
+    return "st-incomplete", "INCOMPLETE"
+
+
+def _category_badge(category: Any) -> str:
+    cat = str(category or "")
+    cls = f"c-{cat}" if cat in CATEGORIES else "c-other"
+    label = CATEGORY_TEXT[cat][0] if cat in CATEGORIES else cat or "?"
+    return f'<span class="badge {cls}">{_e(label)}</span>'
+
+
+def _categories(counts: Mapping[str, Any]) -> str:
+    """Case counts per Autobahn|Testsuite-style category."""
+    names = _ordered(CATEGORIES, [*CATEGORIES, *counts])
+    items = "".join(
+        f'<li class="cat-{_slug(c)}"><span class="muted">{_e(CATEGORY_TEXT.get(c, (c, ""))[0])}</span>'
+        f'<span class="n" data-category="{_e(c)}">{_e(counts.get(c, 0))}</span>'
+        f'<span class="what">{_e(CATEGORY_TEXT.get(c, ("", ""))[1])}</span></li>'
+        for c in names
+    )
+    return f'<h3>Cases by category</h3><ul class="cards categories">{items}</ul>'
+
+
+def _grade_levels(levels: Mapping[str, Any]) -> str:
+    """Requirements passed per level; levels with no requirement are left out."""
+    rows = []
+    for level in _ordered(LEVELS, levels):
+        counts = _as_map(levels.get(level))
+        if not counts.get("total"):
+            continue
+        cells = "".join(f'<td class="num">{_e(counts.get(k, 0))}</td>' for k in ("pass", "fail", "other", "total"))
+        rows.append(f'<tr data-level="{_e(level)}"><td>{_e(level)}</td>{cells}</tr>')
+    if not rows:
+        return ""
+    head = "<th>Level</th>" + "".join(f'<th class="num">{h}</th>' for h in ("Pass", "Fail", "Other", "Total"))
+    return "<h3>Requirements by level</h3>" + _table("grade-levels", head, rows)
+
+
+def _case_links(labels: Iterable[Any], links: Mapping[str, str]) -> str:
+    """Case labels (`ID[family]`) linked to their details; an unknown label stays plain text."""
+    out = []
+    for label in (str(x) for x in labels):
+        anchor = links.get(label)
+        code = f"<code>{_e(label)}</code>"
+        out.append(f'<a href="#{anchor}">{code}</a>' if anchor else code)
+    return " ".join(out)
+
+
+def _matrix(requirements: Sequence[Any], links: Mapping[str, str]) -> str:
+    requirements = [r for r in requirements if isinstance(r, Mapping)]
+    if not requirements:
+        return '<h3>Requirement matrix</h3><p class="muted">No requirement graded.</p>'
+    rows = []
+    for req in requirements:
+        cat, verdict = str(req.get("category") or ""), str(req.get("verdict") or "?").upper()
+        rows.append(
+            f'<tr class="cat-{_slug(cat)}" data-requirement="{_e(req.get("id"))}" data-category="{_e(cat)}">'
+            f"<td><code>{_e(req.get('id', '?'))}</code></td><td>{_e(req.get('level', ''))}</td>"
+            f"<td>{_e(req.get('title', ''))}</td><td>{_category_badge(cat)}</td><td>{_badge(verdict)}</td>"
+            f'<td class="cases">{_case_links(_as_list(req.get("cases")), links)}</td></tr>'
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("Requirement", "Level", "Title", "Category", "Verdict", "Cases"))
+    return (
+        '<h3>Requirement matrix</h3><table id="matrix">'
+        + f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _grade(grade: Mapping[str, Any], links: Mapping[str, str]) -> str:
+    """The conformance statement, the categories and the requirement matrix, from results["grade"]."""
+    cls, word = _statement_state(grade)
+    statement = (
+        f'<div class="statement {cls}" data-conformant="{_e(grade.get("conformant"))}" '
+        f'data-complete="{_e(grade.get("complete"))}"><span class="word">{word}</span>'
+        f'<p class="statement-text">{_e(grade.get("statement", ""))}</p></div>'
+    )
+    return (
+        '<section id="grade"><h2>Conformance statement</h2>'
+        + statement
+        + '<div class="grade-grid"><div>'
+        + _categories(_as_map(grade.get("categories")))
+        + "</div><div>"
+        + _grade_levels(_as_map(grade.get("levels")))
+        + "</div></div>"
+        + _matrix(_as_list(grade.get("requirements")), links)
+        + "</section>"
+    )
+
+
 def _identification(results: Mapping[str, Any]) -> str:
     started, finished = results.get("started"), results.get("finished")
     elapsed = _elapsed(started, finished)
@@ -394,31 +569,63 @@ def _summary(results: Mapping[str, Any], cases: Sequence[Mapping[str, Any]], anc
     )
 
 
-def _checkboxes(group: str, legend: str, values: Iterable[str]) -> str:
-    boxes = "".join(
-        f'<label><input type="checkbox" data-filter="{group}" value="{_e(v)}" checked> '
-        f"{_e('(none)' if v == NO_LEVEL else v)}</label>"
-        for v in values
-    )
-    return f"<fieldset><legend>{legend}</legend>{boxes}</fieldset>"
+def _checkboxes(group: str, legend: str, values: Iterable[str | tuple[str, str]]) -> str:
+    """One group of filter boxes; a value is either shown as is or given as (value, label)."""
+    boxes = []
+    for item in values:
+        value, label = item if isinstance(item, tuple) else (item, item)
+        boxes.append(
+            f'<label><input type="checkbox" data-filter="{group}" value="{_e(value)}" checked> '
+            f"{_e('(none)' if value == NO_LEVEL else label)}</label>"
+        )
+    return f'<fieldset data-group="{group}"><legend>{legend}</legend>{"".join(boxes)}</fieldset>'
+
+
+def _multi(
+    cases: Sequence[Mapping[str, Any]],
+    labels: Callable[[Mapping[str, Any]], list[str]],
+    key: Callable[[str], Any] | None = None,
+) -> list[tuple[str, str]]:
+    """(value, label) of a multi-valued group in `key` order (else by name), plus `-` when a case has none."""
+    seen: dict[str, str] = {}
+    none = False
+    for case in cases:
+        found = labels(case)
+        none = none or not found
+        for label in found:
+            seen.setdefault(_slug(label), label)
+    items = sorted(seen.items(), key=lambda kv: key(kv[1]) if key else kv[1].lower())
+    return items + ([(NO_LEVEL, NO_LEVEL)] if none and items else [])
+
+
+def _rfc_number(label: str) -> int:
+    return int(label.split()[-1])
 
 
 def _filters(cases: Sequence[Mapping[str, Any]]) -> str:
-    """Filter bar, hidden until the script runs so that a page without JS shows no dead controls."""
+    """Filter bar, hidden until the script runs so that a page without JS shows no dead controls.
+
+    Verdict and level hold one value per case; a case is in several RFC areas and topics, and is shown
+    while any of them is ticked.
+    """
     verdicts = _ordered(VERDICTS, [*VERDICTS, *(_verdict(c) for c in cases)])
     levels = _ordered(LEVELS, [*LEVELS, *(_level(c) for c in cases)])
+    areas, topics = _multi(cases, _areas, _rfc_number), _multi(cases, _topics)
     return (
         '<div id="filters" hidden>'
         + _checkboxes("verdict", "Verdict", verdicts)
         + _checkboxes("level", "Level", levels)
-        + '<label>Search <input type="search" id="filter-text" placeholder="id, title or ref"></label>'
+        + (_checkboxes("area", "RFC area", areas) if areas else "")
+        + (_checkboxes("topic", "Topic", topics) if topics else "")
+        + '<label>Search <input type="search" id="filter-text" placeholder="id, title, ref or tag"></label>'
         + '<button type="button" id="filter-reset">Reset</button>'
         + '<span id="filter-count" class="muted"></span></div>'
     )
 
 
 def _search_text(case: Mapping[str, Any]) -> str:
-    parts = [case.get(k) for k in ("id", "family", "title", "nodeid")] + _as_list(case.get("refs"))
+    parts = [case.get(k) for k in ("id", "family", "title", "nodeid")]
+    parts += _as_list(case.get("refs")) + _as_list(case.get("tags"))
     return " ".join(str(p) for p in parts if p).lower()
 
 
@@ -426,6 +633,7 @@ def _case_row(case: Mapping[str, Any], anchor: str) -> str:
     verdict, level = _verdict(case), _level(case)
     return (
         f'<tr data-case="{anchor}" data-verdict="{_e(verdict)}" data-level="{_e(level)}" '
+        f'data-areas="{_e(_values(_areas(case)))}" data-topics="{_e(_values(_topics(case)))}" '
         f'data-text="{_e(_search_text(case))}">'
         f'<td><a href="#{anchor}"><code>{_e(case.get("id", "?"))}</code></a></td>'
         f"<td>{_e(case.get('family', ''))}</td>"
@@ -506,6 +714,21 @@ def _trace(trace: Sequence[Any], failed_step: Any) -> str:
     return "<h3>Trace</h3>" + _table("trace", head, rows)
 
 
+_LADDER_LEGEND = (
+    "Time flows down; the numbers left of the tester are the step indexes. Upper-tester actions are the notes "
+    "on the target's side; grey frames follow the case (clean-up)."
+)
+_LADDER_FAILED = " Red: the segment that failed the step; dashed green: what the step expected."
+
+
+def _ladder(case: Mapping[str, Any]) -> str:
+    legend = _LADDER_LEGEND + (_LADDER_FAILED if case.get("failure") else "")
+    return (
+        f'<h3>Ladder diagram</h3><p class="muted">{_e(legend)}</p>'
+        f'<div class="ladder-wrap">{ladder_svg(dict(case))}</div>'
+    )
+
+
 def _case_details(case: Mapping[str, Any], anchor: str) -> str:
     verdict = _verdict(case)
     failure = _as_map(case.get("failure"))
@@ -517,6 +740,7 @@ def _case_details(case: Mapping[str, Any], anchor: str) -> str:
         ("Verdict", _badge(verdict)),
         ("Reason", _e(case.get("reason", ""))),
         ("Behaviour observed", _e(case.get("behaviour") or "")),
+        ("RFC areas", _e(", ".join(_areas(case)))),
         ("Tags", _codes(tags) if tags else ""),
         ("Case file", f"<code>{_e(case.get('file', ''))}</code>"),
         ("Node id", f"<code>{_e(case.get('nodeid', ''))}</code>"),
@@ -533,6 +757,7 @@ def _case_details(case: Mapping[str, Any], anchor: str) -> str:
         '<div class="body">'
         + _kv_table((k, v) for k, v in info if v)
         + (_failure(failure) if failure else "")
+        + _ladder(case)
         + (f'<h3>Message</h3><pre class="message">{_e(message)}</pre>' if message else "")
         + _steps(_as_list(case.get("steps")))
         + _trace(_as_list(case.get("trace")), failure.get("step"))
@@ -564,7 +789,10 @@ def render_html(results: dict) -> str:
         f"<strong>{_e(target.get('name', '?'))}</strong>, "
         f"profile <code>{_e(results.get('profile', ''))}</code></p></header>"
     )
+    links = {_grade_label(c): a for c, a in zip(cases, anchors, strict=True)}
+    grade = results.get("grade")
     sections = [
+        *([_grade(grade, links)] if isinstance(grade, Mapping) else []),
         _identification(results),
         _iut(target),
         _environment(_as_map(results.get("environment"))),
