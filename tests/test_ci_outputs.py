@@ -20,7 +20,8 @@ def graded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ob
     """One run under the rfc793 profile: the SYN-in-ESTABLISHED case FAILs, the closed-port cases PASS."""
     tmp = tmp_path_factory.mktemp("outputs")
     allure_dir, junit = tmp / "allure", tmp / "junit.xml"
-    run = run_suite(tmp, "--profile=rfc793", f"--alluredir={allure_dir}", f"--junitxml={junit}", "testcases/reset")
+    files = [f"testcases/reset/{name}.yaml" for name in ("closed-port-syn", "closed-port-ack", "syn-in-established")]
+    run = run_suite(tmp, "--profile=rfc793", f"--alluredir={allure_dir}", f"--junitxml={junit}", *files)
     assert run.returncode == 1, run.stdout[-3000:]
     return allure_dir, junit, run
 

@@ -10,7 +10,7 @@ from ..model.values import Matcher, format_flags
 from ..wire.segment import Segment
 
 
-def value_matches(m: Matcher, value: int | None, env: Mapping[str, int]) -> bool:
+def value_matches(m: Matcher, value: int | None, env: Mapping[str, int], *, wraps: bool = True) -> bool:
     if m.kind == "any":
         return value is not None
     if m.kind == "absent":
@@ -22,6 +22,8 @@ def value_matches(m: Matcher, value: int | None, env: Mapping[str, int]) -> bool
     low, high = m.low.evaluate(env), m.high.evaluate(env)  # type: ignore[union-attr]
     if low <= high:
         return low <= value <= high
+    if not wraps:
+        raise ExprError(f"empty range {m.describe(env)}: only sequence numbers wrap around 2**32")
     return value >= low or value <= high  # a range that wraps around 2**32
 
 
@@ -40,7 +42,8 @@ def _option_value(seg: Segment, name: str) -> int | None:
     return 1
 
 
-FIELDS = ("seq", "ack", "window", "len", "urgent")
+FIELDS = ("seq", "ack", "window", "len", "end_seq", "urgent")
+WRAPPING = ("seq", "ack", "end_seq", "ts_val", "ts_ecr")  # sequence-space fields: a range may wrap
 
 
 def segment_field(seg: Segment, name: str, ts_us: int | None = None) -> int | None:
@@ -60,18 +63,20 @@ def segment_field(seg: Segment, name: str, ts_us: int | None = None) -> int | No
 def mismatches(spec: ExpectSpec | ExpectNoneSpec, seg: Segment, env: Mapping[str, int]) -> list[str]:
     """Every way ``seg`` differs from ``spec``; empty when it matches. Raises ExprError on unbound names."""
     out: list[str] = []
-    if spec.flags is not None and seg.flags != spec.flags:
-        out.append(f"flags: expected {format_flags(spec.flags)}, got {format_flags(seg.flags)}")
+    if spec.flags is not None:
+        keep = ~spec.ignore_flags & 0xFF
+        if seg.flags & keep != spec.flags & keep:
+            out.append(f"flags: expected {format_flags(spec.flags)}, got {format_flags(seg.flags)}")
     for name in FIELDS:
         m: Matcher | None = getattr(spec, name, None)
         if m is None:
             continue
         actual = segment_field(seg, name)
-        if not value_matches(m, actual, env):
+        if not value_matches(m, actual, env, wraps=name in WRAPPING):
             out.append(f"{name}: expected {m.describe(env)}, got {actual}")
     for name, m in (getattr(spec, "options", None) or {}).items():
         actual = _option_value(seg, name)
-        if not value_matches(m, actual, env):
+        if not value_matches(m, actual, env, wraps=name in WRAPPING):
             shown = "absent" if actual is None else ("present" if name in ("sackok", "sack") else actual)
             out.append(f"option {name}: expected {m.describe(env)}, got {shown}")
     return out

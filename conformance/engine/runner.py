@@ -96,6 +96,7 @@ class CaseRunner:
         self._detail_packets: dict[int, bytes] = {}
         self._seg_ts: dict[int, float] = {}  # id(segment) -> kernel timestamp, for bind: time_us
         self.recorded: dict[str, int] = {}
+        self.case_deadline = float("inf")  # set by run(): the case's own time limit
         self._blocked = 0.0  # time spent waiting on the link or the agent
         self._declared = 0.0  # silence windows and waits the case itself declares
 
@@ -111,6 +112,7 @@ class CaseRunner:
     def run(self) -> CaseResult:
         res = self.result
         start_wall = time.monotonic()
+        self.case_deadline = start_wall + self.case.meta.timeout
         res.started = time.time()
         missing = sorted(set(self.case.meta.requires) - self.s.capabilities)
         if missing:
@@ -146,6 +148,7 @@ class CaseRunner:
             res.verdict = Verdict.ERROR
             res.reason = f"internal error: {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
         finally:
+            self.case_deadline = float("inf")  # the clean-up is not the case's time
             self._describe_steps()
             self.current_step = None  # what the clean-up provokes belongs to no step
             self._cleanup()
@@ -187,6 +190,7 @@ class CaseRunner:
     # ---- steps ----------------------------------------------------------------------------------
     def _run_steps(self, steps: list[Step]) -> None:
         for step in steps:
+            self._check_case_deadline()
             self.step_index += 1
             record = StepRecord(self.step_index, step.line, step.kind)
             self._step_of_record[self.step_index] = step
@@ -245,7 +249,7 @@ class CaseRunner:
         if spec.record:
             self.recorded[spec.record] = value
         record.detail = f"{spec.value} = {value}"
-        if not value_matches(spec.in_, value, self.env):
+        if not value_matches(spec.in_, value, self.env, wraps=False):
             expected = f"{spec.value} in {spec.in_.describe(self.env)}"
             raise StepFailed(f"check failed: {spec.reason}: {spec.value} = {value}", expected, str(value))
 
@@ -300,7 +304,8 @@ class CaseRunner:
 
     def _step_send(self, step: Step, record: StepRecord) -> None:
         spec: SendSpec = step.spec
-        seq = self._ev(spec.seq, self.env["l_nxt"])
+        # A SYN's default is the tester's ISN (a retransmitted SYN reuses it); anything else follows l_nxt.
+        seq = self._ev(spec.seq, self.env["l_isn"] if spec.flags & 0x02 else self.env["l_nxt"])
         if spec.ack is not None:
             ack = self._ev(spec.ack)
         elif spec.flags & 0x10:
@@ -316,7 +321,7 @@ class CaseRunner:
         payload = spec.data.encode() if spec.data is not None else pattern_bytes(spec.len or 0)
         out = OutSegment(
             self.s.family, self.s.tester_addr, self.s.target_addr, sport, dport, seq, ack, spec.flags,
-            self._ev(spec.window, wrap=False) & 0xFFFF, self._ev(spec.urgent, wrap=False) & 0xFFFF,
+            self._ev(spec.window, wrap=False), self._ev(spec.urgent, wrap=False),
             [self._option(o) for o in spec.options], payload, spec.checksum == "bad", spec.doff, spec.ttl,
         )  # fmt: skip
         try:
@@ -325,13 +330,24 @@ class CaseRunner:
             raise StepError(f"line {step.line}: cannot build the segment: {exc}") from None
         self._sent_step[packet] = self.step_index
         self.s.link.send(packet)
-        # Only in-order segments advance the tester's view; a SYN only while the connection is not open
-        # yet (a SYN sent later probes the target and occupies no sequence space of ours).
-        syn = 1 if spec.flags & 0x02 and self.env["l_nxt"] == self.env["l_isn"] else 0
-        length = len(payload) + syn + (1 if spec.flags & 0x01 else 0)
-        if seq == self.env["l_nxt"] and length and spec.checksum == "good" and not spec.flags & 0x04:
-            self.env["l_nxt"] = (seq + length) % MOD
+        self._advance_l_nxt(spec, seq, len(payload))
         self._detail_packets[self.step_index] = packet
+
+    def _advance_l_nxt(self, spec: SendSpec, seq: int, payload_len: int) -> None:
+        """l_nxt is the highest sequence number the tester has sent, plus one (like SND.MAX).
+
+        A SYN occupies sequence space only as the tester's own opening SYN (seq = l_isn); a SYN sent on an
+        open connection probes the target. RSTs and segments with a bad checksum never count, nor do
+        segments starting behind l_nxt's window or far beyond it (old duplicates, out-of-window probes).
+        """
+        if spec.flags & 0x04 or spec.checksum != "good":
+            return
+        syn = 1 if spec.flags & 0x02 and seq == self.env["l_isn"] else 0
+        end = (seq + payload_len + syn + (1 if spec.flags & 0x01 else 0)) % MOD
+        l_nxt = self.env["l_nxt"]
+        ahead = seq_diff(seq, l_nxt)
+        if end != seq and seq_diff(end, l_nxt) > 0 and -(1 << 20) <= ahead <= (1 << 20):
+            self.env["l_nxt"] = end
 
     def _option(self, opt) -> OutOption:
         if opt.name in ("mss", "wscale"):
@@ -369,9 +385,16 @@ class CaseRunner:
                 return
             self.pending.append(seg)
 
+    def _check_case_deadline(self) -> None:
+        if time.monotonic() > self.case_deadline:
+            raise StepError(f"the case exceeded its time limit of {self.case.meta.timeout:g} s (timeout:)")
+
     def _read(self, deadline: float) -> Segment | None:
         """The next inbound segment of the case's flow from the link, recording the trace."""
+        if deadline > self.case_deadline:
+            deadline = self.case_deadline
         while True:
+            self._check_case_deadline()
             now = time.monotonic()
             remaining = deadline - now
             frame = self.s.link.receive(max(0.0, remaining))
@@ -472,6 +495,7 @@ class CaseRunner:
         window = silent[0].alt.none.for_ if silent else max(timeouts)  # type: ignore[union-attr]
         chosen: ParsedAlternative | None = None
         seg = self._next(start + window)
+        elapsed = time.monotonic() - start
         if seg is None and silent:
             chosen = silent[0]
             self._declared += window
@@ -482,7 +506,9 @@ class CaseRunner:
                     self._describe_alts(alts), "(nothing)",
                 )  # fmt: skip
             for alt in alts:
-                if alt.alt.expect is not None and not mismatches(alt.alt.expect, seg, self.env):
+                if alt.alt.expect is None or alt.alt.expect.timeout < elapsed:
+                    continue  # an alternative only takes segments that arrive within its own timeout
+                if not mismatches(alt.alt.expect, seg, self.env):
                     chosen = alt
                     self._accept_segment(seg, alt.alt.expect.bind)
                     break

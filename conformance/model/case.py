@@ -107,14 +107,19 @@ class SendSpec(Strict):
         return self
 
 
+IGNORE_FLAGS_DOC = "flags not compared (default P: PSH is only a hint, RFC 9293 section 3.9.1)"
+
+
 class ExpectSpec(Strict):
     """A segment the target must send next on the connection. Unset fields are not checked."""
 
     flags: Flags | None = None
+    ignore_flags: Flags = Field(default="P", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
     seq: Match | None = None
     ack: Match | None = None
     window: Match | None = None
     len: Match | None = Field(None, description="payload length")
+    end_seq: Match | None = Field(None, description="seq + payload length (+1 for SYN, +1 for FIN)")
     urgent: Match | None = None
     options: dict[str, Match] | None = Field(
         None, description="by name: mss, wscale, sackok, ts, ts_val, ts_ecr, sack: any | absent | N | a..b"
@@ -146,9 +151,11 @@ class ExpectNoneSpec(Strict):
 
     for_: Duration = Field(alias="for")
     flags: Flags | None = None
+    ignore_flags: Flags = Field(default="P", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
     seq: Match | None = None
     ack: Match | None = None
     len: Match | None = None
+    end_seq: Match | None = None
     reason: str | None = None
 
 
@@ -166,7 +173,21 @@ class Alternative(Strict):
     def _exactly_one(self) -> Alternative:
         if (self.expect is None) == (self.none is None):
             raise ValueError("an alternative has exactly one of expect or none")
+        if self.none is not None and any(
+            getattr(self.none, f) is not None for f in ("flags", "seq", "ack", "len", "end_seq")
+        ):
+            raise ValueError("a silence alternative takes only 'for' (and 'reason'): silence means no segment at all")
         return self
+
+    @field_validator("conforms")
+    @classmethod
+    def _known_profiles(cls, value: list[str] | None) -> list[str] | None:
+        from ..grading.profiles import PROFILES
+
+        for name in value or []:
+            if name not in PROFILES:
+                raise ValueError(f"unknown profile '{name}' (known: {', '.join(PROFILES)})")
+        return value
 
 
 UtOp = Literal["listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "await"]
@@ -270,9 +291,16 @@ class CaseMeta(Strict):
     level: Level
     requires: list[str] = []
     tags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = []
-    families: list[Family] = ["ipv4", "ipv6"]
+    families: list[Family] = Field(["ipv4", "ipv6"], min_length=1)
     timeout: Duration = 30.0
     steps: list[Any] = Field(min_length=1)
+
+    @field_validator("families")
+    @classmethod
+    def _unique_families(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each family at most once")
+        return value
 
 
 def json_schema() -> dict[str, Any]:

@@ -163,6 +163,8 @@ class _Builder:
             if alt.label in labels:
                 raise self.error((*path, i, "label"), f"duplicate label '{alt.label}'")
             labels.add(alt.label)
+            if alt.none is not None and any(a.alt.none is not None for a in out):
+                raise self.error((*path, i, "none"), "at most one alternative can be silence")
             then = self.steps(alt.then, (*path, i, "then")) if alt.then else []
             out.append(ParsedAlternative(alt, then, self.pos.find((*path, i))[0]))
         return out
@@ -178,6 +180,8 @@ def load_yaml_with_positions(text: str, source: str) -> tuple[Any, _Positions]:
     """Parse YAML text; syntax errors become one-line CaseFormatErrors."""
     try:
         doc = _yaml().load(text)
+    except RecursionError:
+        raise CaseFormatError(f"{source}:1:1: (top): YAML nested too deeply") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -190,7 +194,10 @@ def load_yaml_with_positions(text: str, source: str) -> tuple[Any, _Positions]:
     except YAMLError as exc:
         raise CaseFormatError(f"{source}:1:1: YAML: {str(exc).splitlines()[0]}") from None
     positions = _Positions()
-    return positions.walk(doc), positions
+    try:
+        return positions.walk(doc), positions
+    except RecursionError:
+        raise CaseFormatError(f"{source}:1:1: (top): YAML nested too deeply") from None
 
 
 def _line_col(text: str, index: int) -> tuple[int, int]:

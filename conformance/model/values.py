@@ -18,10 +18,6 @@ _FLAG_ORDER = "CEUAPRSF"
 
 def parse_flags(value: Any) -> int:
     """Flags are written as letters (``SA``, ``FA``, ``R``); ``.`` is packetdrill's spelling of ACK."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= 0xFF:
-            raise ValueError(f"flag bits {value} out of range 0..255")
-        return value
     if not isinstance(value, str):
         raise ValueError(f"flags must be letters such as 'SA', not {value!r}")
     text = value.strip()
