@@ -27,7 +27,7 @@ from .grading.profiles import DEFAULT_PROFILE, PROFILES
 from .model.loader import Case, CaseFormatError, load_case
 from .report import allure_glue
 from .results import RunWriter, case_record, finalize, iso, read_cases, requirement_ids, summarize
-from .targets.config import TargetConfig, TargetConfigError, select_target
+from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
 from .targets.local import LocalTarget
 from .targets.netns import NetnsError, check_prerequisites
 from .upper_tester import AgentError
@@ -65,16 +65,23 @@ class RunState:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             self.run_dir = config.rootpath / "reports" / f"{stamp}-{self.target_name}"
         self.config_entry: TargetConfig | None = None
+        self.expectations: dict[str, Deviation] = {}
         self.instance: LocalTarget | None = None
         self.start_error: str | None = None
         self.ports = PortAllocator()
         self.writer: RunWriter | None = None
         self.ran_cases = False
+        self.case_ids: dict[str, Path] = {}  # case id -> file, to refuse duplicates
 
     def load_target(self) -> TargetConfig:
         if self.config_entry is None:
-            self.config_entry = select_target(self.targets_file, self.target_name)
+            entry = select_target(self.targets_file, self.target_name)
+            self.expectations = load_expectations(self.targets_file, entry)
+            self.config_entry = entry
         return self.config_entry
+
+    def deviation(self, case_id: str, family: str) -> Deviation | None:
+        return self.expectations.get(f"{case_id}[{family}]") or self.expectations.get(case_id)
 
     def target(self) -> LocalTarget:
         """The started target of this worker, created on first use; a failed start is remembered."""
@@ -131,8 +138,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _clear_previous_results(run_dir: Path) -> None:
     """A reused --report-dir starts empty of the previous run's results (other files stay)."""
-    for stale in [*run_dir.glob("cases.*.jsonl"), run_dir / "results.json"]:
-        stale.unlink(missing_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*run_dir.glob("cases.*.jsonl"), run_dir / "results.json"]:
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise pytest.UsageError(f"--report-dir {run_dir}: cannot write there: {exc.strerror}") from None
 
 
 def _install_signal_handlers(state: RunState) -> None:
@@ -163,6 +174,9 @@ class CaseFile(pytest.File):
             case = load_case(self.path, self.config.rootpath)
         except CaseFormatError as exc:
             raise self.CollectError(str(exc)) from None
+        seen: dict[str, Path] = self.config.stash[STATE].case_ids
+        if seen.setdefault(case.id, self.path) != self.path:
+            raise self.CollectError(f"{self.path}:{case.line}:1: id: '{case.id}' is already used by {seen[case.id]}")
         items = []
         for family in case.meta.families:
             item = CaseItem.from_parent(self, name=f"{case.id}[{family}]", case=case, family=family)
@@ -188,6 +202,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             check_prerequisites()
         except NetnsError as exc:
             raise pytest.UsageError(str(exc)) from None
+
+
+def _unrun(verdict: Verdict, reason: str) -> CaseResult:
+    """The result of a case that could not start: recorded like any other, with its reason."""
+    result = CaseResult(verdict, reason)
+    result.started = time.time()
+    return result
 
 
 def _ladder(record: dict[str, Any]) -> str | None:
@@ -224,11 +245,19 @@ class CaseItem(pytest.Item):
         started = time.monotonic()
         try:
             target = state.target()
+            target.ensure_agent()
         except TargetUnavailable as exc:
-            raise CaseError(f"ERROR {self.case.id} [{self.family}]: {exc}") from None
+            self._record(state, _unrun(Verdict.ERROR, str(exc)), time.monotonic(), 0.0, False)
+            return
+        except (AgentError, OSError) as exc:
+            reason = f"the upper tester could not be restarted: {exc}"
+            self._record(state, _unrun(Verdict.ERROR, reason), time.monotonic(), 0.0, False)
+            return
         entry = target.config
         if self.family not in entry.families:
-            pytest.skip(f"NOT-RUN: target '{entry.name}' does not support {self.family}")
+            reason = f"target '{entry.name}' does not run {self.family}"
+            self._record(state, _unrun(Verdict.NOT_RUN, reason), time.monotonic(), 0.0, False)
+            return
         addresses = entry.address(self.family)
         session = Session(
             target.link, target.agent, self.family, addresses.tester, addresses.target,  # type: ignore[arg-type]
@@ -269,17 +298,27 @@ class CaseItem(pytest.Item):
         )
         message = explain(self.case, self.family, result, source, str(writer.run_dir / pcap))
         rerun = shlex.join(["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid])
+        known = state.deviation(self.case.id, self.family)
         timing = {"item_wall_s": time.monotonic() - ready, "target_setup_s": setup_s}
         record = case_record(
             self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
             pcap=pcap, rerun=rerun, message=message, timing=timing,
         )  # fmt: skip
+        if known is not None:
+            record["known_deviation"] = {"verdict": known.verdict, "reason": known.reason}
         writer.append(record)
         self.user_properties += [("verdict", record["verdict"]), ("reason", record["reason"])]
         if record["behaviour"]:
             self.user_properties.append(("behaviour", record["behaviour"]))
         if with_allure:
             allure_glue.attach_evidence(record, writer.run_dir, message, _ladder(record))
+        if known is not None:
+            if str(result.verdict) == known.verdict:
+                pytest.xfail(f"known deviation ({known.verdict}): {known.reason}")
+            raise CaseFailed(
+                f"{message}\n  expectations out of date: {self.case.id} is listed as a known {known.verdict} "
+                f"({known.reason}) but ended {result.verdict}; update the target's expectations file"
+            )
         if result.verdict == Verdict.FAIL:
             raise CaseFailed(message)
         if result.verdict == Verdict.ERROR:
@@ -349,9 +388,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         passed_total[0] += case["verdict"] == "PASS"
     tr.write_line("cases by level: " + "  ".join(f"{lvl} {p}/{t} passed" for lvl, (p, t) in by_level.items()))
     behaviours = sorted({f"{c['id']}: {c['behaviour']}" for c in cases if c.get("behaviour")})
-    if behaviours:
+    if behaviours and config.get_verbosity() > 0:
         tr.write_line("behaviours seen: " + "; ".join(behaviours))
+    elif behaviours:
+        tr.write_line(f"behaviours recorded: {len(behaviours)} (listed with -v and in the report)")
     for case in cases:
         if case["verdict"] in ("FAIL", "ERROR"):
-            tr.write_line(f"{case['verdict']} {case['id']} [{case['family']}]: {case['reason']}")
+            known = " (known deviation)" if case.get("known_deviation") else ""
+            tr.write_line(f"{case['verdict']}{known} {case['id']} [{case['family']}]: {case['reason']}")
     tr.write_line(f"report: {state.run_dir / 'index.html'}  results: {state.run_dir / 'results.json'}")

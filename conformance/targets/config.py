@@ -17,6 +17,14 @@ SUPPORTED_KINDS = ("local",)
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
 
 
+# Features of the Linux kernel that a sysctl switches off (on by default).
+LOCAL_TCP_FEATURES = {
+    "tcp.wscale": "net.ipv4.tcp_window_scaling",
+    "tcp.timestamps": "net.ipv4.tcp_timestamps",
+    "tcp.sack": "net.ipv4.tcp_sack",
+}
+
+
 class TargetConfigError(ValueError):
     """One line naming the file, the place and the problem."""
 
@@ -54,6 +62,9 @@ class TargetConfig(Strict):
     capabilities: list[str] | None = Field(
         None, description="what the implementation claims (ICS); default for local: every ut.* operation"
     )
+    expectations: str | None = Field(
+        None, description="file of reviewed known deviations (relative to the targets file)"
+    )
 
     @field_validator("kind")
     @classmethod
@@ -74,9 +85,14 @@ class TargetConfig(Strict):
         return self.ipv4 if family == "ipv4" else self.ipv6
 
     def declared_capabilities(self) -> set[str]:
+        """The ICS: declared explicitly, or for the local kind derived from its sysctls."""
         if self.capabilities is not None:
             return set(self.capabilities)
-        return {f"ut.{op}" for op in UT_OPS} | {"ut"}
+        caps = {f"ut.{op}" for op in UT_OPS} | {"ut"}
+        for capability, sysctl in LOCAL_TCP_FEATURES.items():
+            if str(self.sysctls.get(sysctl, "1")) != "0":
+                caps.add(capability)
+        return caps
 
 
 def load_targets(path: Path) -> dict[str, TargetConfig]:
@@ -103,6 +119,8 @@ def load_targets(path: Path) -> dict[str, TargetConfig]:
         return out
     except CaseFormatError as exc:
         raise TargetConfigError(str(exc)) from None
+    except RecursionError:
+        raise TargetConfigError(f"{source}:1:1: (top): YAML nested too deeply") from None
 
 
 def select_target(path: Path, name: str) -> TargetConfig:
@@ -111,3 +129,39 @@ def select_target(path: Path, name: str) -> TargetConfig:
         known = ", ".join(sorted(targets)) or "none"
         raise TargetConfigError(f"{path}: no target named '{name}' (defined: {known})")
     return targets[name]
+
+
+class Deviation(Strict):
+    """A reviewed, known deviation: the case keeps its verdict, the run is not failed by it."""
+
+    verdict: Literal["FAIL", "ERROR", "INCONCLUSIVE"]
+    reason: str = Field(min_length=10)
+
+
+def load_expectations(targets_file: Path, entry: TargetConfig) -> dict[str, Deviation]:
+    """The target's known deviations by case id (``ID`` or ``ID[family]``); empty when none are declared."""
+    if not entry.expectations:
+        return {}
+    path = (targets_file.parent / entry.expectations).resolve()
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TargetConfigError(
+            f"{targets_file}: targets.{entry.name}.expectations: cannot read {source}: {exc.strerror}"
+        ) from None
+    try:
+        data, positions = load_yaml_with_positions(text, source)
+        builder = _Builder(source, positions)
+        if not isinstance(data, dict) or not isinstance(data.get("deviations"), dict):
+            raise builder.error((), "an expectations file is a mapping with a 'deviations' mapping of case id: entry")
+        out = {}
+        for case_id, item in data["deviations"].items():
+            if not re.fullmatch(r"[A-Z][A-Z0-9-]*(\[ipv[46]\])?", case_id):
+                raise builder.error(
+                    ("deviations", case_id), f"'{case_id}' is not a case id (ID or ID[ipv4])", at_key=True
+                )
+            out[case_id] = builder.validate(Deviation, item, ("deviations", case_id))
+        return out
+    except CaseFormatError as exc:
+        raise TargetConfigError(str(exc)) from None

@@ -54,6 +54,14 @@ class LocalTarget:
             self.stop()
             raise
 
+    def ensure_agent(self) -> None:
+        """Start a new upper tester if the previous one died (a crash must not sink the rest of the run)."""
+        if self.agent is not None and self.agent.alive:
+            return
+        if self.agent is not None:
+            self.agent.close()
+        self.agent = AgentClient.spawn(self._agent_argv(), stderr=self._log)
+
     def _configure(self) -> None:
         v4, v6 = self.config.ipv4, self.config.ipv6
         commands = [
