@@ -729,6 +729,15 @@ def _ladder(case: Mapping[str, Any]) -> str:
     )
 
 
+def _known(case: Mapping[str, Any]) -> str:
+    """A reviewed deviation listed in the target's expectations file: the verdict stands, with this note."""
+    known = _as_map(case.get("known_deviation"))
+    if not known:
+        return ""
+    verdict, reason = _e(known.get("verdict", "")), _e(known.get("reason", ""))
+    return f"listed in the target's expectations as a known {verdict}: {reason}"
+
+
 def _case_details(case: Mapping[str, Any], anchor: str) -> str:
     verdict = _verdict(case)
     failure = _as_map(case.get("failure"))
@@ -739,7 +748,8 @@ def _case_details(case: Mapping[str, Any], anchor: str) -> str:
         ("Requirement", _e(case.get("requirement", ""))),
         ("Verdict", _badge(verdict)),
         ("Reason", _e(case.get("reason", ""))),
-        ("Behaviour observed", _e(case.get("behaviour") or "")),
+        ("Known deviation", _known(case)),
+        ("Behaviour observed", _e(case.get("behaviour_text") or case.get("behaviour") or "")),
         ("RFC areas", _e(", ".join(_areas(case)))),
         ("Tags", _codes(tags) if tags else ""),
         ("Case file", f"<code>{_e(case.get('file', ''))}</code>"),
