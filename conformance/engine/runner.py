@@ -95,6 +95,7 @@ class CaseRunner:
         self._detail_segments: dict[int, Segment] = {}
         self._detail_packets: dict[int, bytes] = {}
         self._seg_ts: dict[int, float] = {}  # id(segment) -> kernel timestamp, for bind: time_us
+        self._seg_entry: dict[int, TraceEntry] = {}  # id(segment) -> its trace entry
         self.recorded: dict[str, int] = {}
         self.case_deadline = float("inf")  # set by run(): the case's own time limit
         self._blocked = 0.0  # time spent waiting on the link or the agent
@@ -407,14 +408,21 @@ class CaseRunner:
             if seg is None:
                 continue
             step = self.current_step if frame.inbound else self._sent_step.get(frame.data)
-            self.result.trace.append(TraceEntry(frame.ts, frame.inbound, seg, step))
+            entry = TraceEntry(frame.ts, frame.inbound, seg, step)
+            self.result.trace.append(entry)
             if frame.inbound:
                 self._seg_ts[id(seg)] = frame.ts
+                self._seg_entry[id(seg)] = entry
                 return seg
 
     def _next(self, deadline: float) -> Segment | None:
         if self.pending:
-            return self.pending.popleft()
+            seg = self.pending.popleft()
+            # A segment read while an earlier step ran belongs to the step that examines it.
+            entry = self._seg_entry.get(id(seg))
+            if entry is not None and self.current_step is not None:
+                entry.step = self.current_step
+            return seg
         return self._read(deadline)
 
     def _accept_segment(self, seg: Segment, bind: dict[str, str] | None = None) -> None:
