@@ -11,6 +11,7 @@ PROFILES: dict[str, str] = {
     "either conforms (the default)",
     "rfc5961": "RFC 9293 with RFC 5961's mitigations required (challenge ACKs instead of resets)",
     "rfc793": "RFC 793's original behaviour required (resets where RFC 5961 would send a challenge ACK)",
+    "rfc1337": "RFC 9293 with RFC 1337's TIME-WAIT protection required (a RST does not end TIME-WAIT)",
 }
 DEFAULT_PROFILE = "rfc9293"
 
