@@ -261,7 +261,7 @@ class CaseItem(pytest.Item):
         addresses = entry.address(self.family)
         session = Session(
             target.link, target.agent, self.family, addresses.tester, addresses.target,  # type: ignore[arg-type]
-            target.capabilities, state.profile, state.ports,
+            target.capabilities, state.profile, state.ports, addresses.prefix,
         )  # fmt: skip
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"

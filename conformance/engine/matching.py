@@ -42,7 +42,7 @@ def _option_value(seg: Segment, name: str) -> int | None:
     return 1
 
 
-FIELDS = ("seq", "ack", "window", "len", "end_seq", "urgent")
+FIELDS = ("seq", "ack", "window", "len", "end_seq", "urgent", "reserved")
 WRAPPING = ("seq", "ack", "end_seq", "ts_val", "ts_ecr")  # sequence-space fields: a range may wrap
 
 

@@ -234,6 +234,8 @@ class CaseRunner:
             return f"ut {spec.op}" + (f" as {spec.as_}" if spec.as_ else "") + (" (nowait)" if spec.nowait else "")
         if step.kind == "wait":
             return f"wait {spec.for_ * 1000:g} ms: {spec.reason}"
+        if step.kind == "expect_count":
+            return f"count {describe(spec, {})} for {spec.for_ * 1000:g} ms: {spec.count}"
         if step.kind == "isn_sample":
             return f"sample {spec.count} ISNs"
         if step.kind == "check":
@@ -320,10 +322,16 @@ class CaseRunner:
         self.l_ports.add(sport)
         self.t_ports.add(dport)
         payload = spec.data.encode() if spec.data is not None else pattern_bytes(spec.len or 0)
+        try:
+            src = self.s.tester_addr if spec.from_addr == "tester" else self.s.target_addr
+            dst = self.s.special_address(spec.to_addr)
+        except ValueError as exc:
+            raise StepError(f"line {step.line}: {exc}") from None
         out = OutSegment(
-            self.s.family, self.s.tester_addr, self.s.target_addr, sport, dport, seq, ack, spec.flags,
+            self.s.family, src, dst, sport, dport, seq, ack, spec.flags,
             self._ev(spec.window, wrap=False), self._ev(spec.urgent, wrap=False),
             [self._option(o) for o in spec.options], payload, spec.checksum == "bad", spec.doff, spec.ttl,
+            spec.reserved,
         )  # fmt: skip
         try:
             packet = build_packet(out)
@@ -494,6 +502,28 @@ class CaseRunner:
         self.pending.extendleft(reversed(kept))
         record.detail = f"silent for {spec.for_ * 1000:g} ms"
 
+    def _step_expect_count(self, step: Step, record: StepRecord) -> None:
+        spec = step.spec
+        deadline = time.monotonic() + spec.for_
+        self._declared += spec.for_
+        kept: list[Segment] = []
+        counted = 0
+        while (seg := self._next(deadline)) is not None:
+            if mismatches(spec, seg, self.env):
+                kept.append(seg)
+            else:
+                counted += 1
+        self.pending.extendleft(reversed(kept))
+        if spec.record:
+            self.recorded[spec.record] = counted
+        record.detail = f"{counted} matching segment(s) in {spec.for_ * 1000:g} ms"
+        if not value_matches(spec.count, counted, self.env, wraps=False):
+            what = describe(spec, self.env)
+            raise StepFailed(
+                f"{spec.reason}: expected {spec.count.describe(self.env)} x {what} in {spec.for_ * 1000:g} ms, "
+                f"got {counted}", f"{spec.count.describe(self.env)} x {what}", f"{counted} x {what}",
+            )  # fmt: skip
+
     def _step_expect_one_of(self, step: Step, record: StepRecord) -> None:
         alts: list[ParsedAlternative] = step.spec
         start = time.monotonic()
@@ -646,6 +676,11 @@ class CaseRunner:
                 raise StepFailed(
                     f"upper tester recv: expected {'end of file' if step_spec.eof else 'data'}, got {record.detail}",
                     "eof" if step_spec.eof else "data", record.detail,
+                )  # fmt: skip
+            if step_spec.expect_data is not None and data != step_spec.expect_data.encode():
+                raise StepFailed(
+                    f"upper tester recv: expected the bytes {step_spec.expect_data!r}, got {data[:80]!r}",
+                    repr(step_spec.expect_data), repr(data[:80]),
                 )  # fmt: skip
             if step_spec.expect_len is not None and len(data) != step_spec.expect_len:
                 raise StepFailed(

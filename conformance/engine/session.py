@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import socket
 from dataclasses import dataclass, field
@@ -45,8 +46,22 @@ class Session:
     capabilities: set[str]
     profile: str = "rfc9293"
     ports: PortAllocator = field(default_factory=PortAllocator)
+    prefix: int | None = None  # the target's subnet, for the broadcast address
 
     def __post_init__(self) -> None:
         af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6
         self.tester_bytes = socket.inet_pton(af, self.tester_addr)
         self.target_bytes = socket.inet_pton(af, self.target_addr)
+
+    def special_address(self, name: str) -> str:
+        """The addresses a case may aim at besides the target: its subnet's broadcast, all-nodes multicast."""
+        if name == "target":
+            return self.target_addr
+        if name == "multicast":
+            return MULTICAST[self.family]
+        if self.family != "ipv4" or self.prefix is None:
+            raise ValueError(f"no broadcast address for {self.family} on this target")
+        return str(ipaddress.ip_network(f"{self.target_addr}/{self.prefix}", strict=False).broadcast_address)
+
+
+MULTICAST = {"ipv4": "224.0.0.1", "ipv6": "ff02::1"}  # all hosts / all nodes

@@ -99,6 +99,13 @@ class SendSpec(Strict):
     ttl: int = Field(64, ge=1, le=255, description="IPv4 TTL or IPv6 hop limit")
     from_port: Expression | None = Field(None, description="source port other than l_port")
     to_port: Expression | None = Field(None, description="destination port other than t_port")
+    from_addr: Literal["tester", "target"] = Field(
+        "tester", description="target: the target's own address as source (a LAND attack)"
+    )
+    to_addr: Literal["target", "broadcast", "multicast"] = Field(
+        "target", description="broadcast: the target subnet's broadcast address (IPv4); multicast: all-nodes"
+    )
+    reserved: int = Field(0, ge=0, le=15, description="the four reserved header bits")
 
     @model_validator(mode="after")
     def _one_payload(self) -> SendSpec:
@@ -121,6 +128,7 @@ class ExpectSpec(Strict):
     len: Match | None = Field(None, description="payload length")
     end_seq: Match | None = Field(None, description="seq + payload length (+1 for SYN, +1 for FIN)")
     urgent: Match | None = None
+    reserved: Match | None = Field(None, description="the four reserved header bits")
     options: dict[str, Match] | None = Field(
         None, description="by name: mss, wscale, sackok, ts, ts_val, ts_ecr, sack: any | absent | N | a..b"
     )
@@ -157,6 +165,21 @@ class ExpectNoneSpec(Strict):
     len: Match | None = None
     end_seq: Match | None = None
     reason: str | None = None
+
+
+class ExpectCountSpec(Strict):
+    """Count the segments matching a filter during a window (e.g. how many challenge ACKs are sent)."""
+
+    for_: Duration = Field(alias="for")
+    count: Match = Field(description="N or low..high")
+    flags: Flags | None = None
+    ignore_flags: Flags = Field(default="P", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
+    seq: Match | None = None
+    ack: Match | None = None
+    len: Match | None = None
+    end_seq: Match | None = None
+    record: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]*$", description="report the count under this name")
+    reason: str = Field(description="what the count establishes")
 
 
 class Alternative(Strict):
@@ -209,6 +232,7 @@ class UtSpec(Strict):
     state: str | list[str] | None = Field(None, description="expected state(s) for op: state")
     eof: bool | None = Field(None, description="for recv: whether end-of-file is expected")
     expect_len: int | None = Field(None, ge=0, description="for recv: exact byte count expected")
+    expect_data: str | None = Field(None, description="for recv: the exact bytes expected, as text")
     backlog: int | None = Field(None, ge=0)
     rcvbuf: int | None = Field(None, ge=1)
 
@@ -269,6 +293,7 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
     "send": SendSpec,
     "expect": ExpectSpec,
     "expect_none": ExpectNoneSpec,
+    "expect_count": ExpectCountSpec,
     "expect_one_of": Alternative,  # a list of these
     "ut": UtSpec,
     "wait": WaitSpec,

@@ -8,11 +8,13 @@ from targets.yaml describe variants of the kernel. The upper-tester agent runs i
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import sys
 from pathlib import Path
 from typing import IO
 
+from ..engine.session import MULTICAST
 from ..upper_tester import AgentClient
 from ..wire.tun import TunLink
 from . import netns
@@ -44,7 +46,10 @@ class LocalTarget:
         netns.create(self.ns)
         try:
             self.link = netns.call_in_netns(self.ns, lambda: TunLink.open(TUN_NAME))
-            self.link.allow(self.config.ipv4.target, self.config.ipv6.target)
+            v4 = self.config.ipv4
+            broadcast = ipaddress.ip_network(f"{v4.target}/{v4.prefix}", strict=False).broadcast_address
+            # The target's addresses, its subnet broadcast and all-nodes multicast: all inside the namespace.
+            self.link.allow(v4.target, self.config.ipv6.target, str(broadcast), *MULTICAST.values())
             self._configure()
             if self.log_path is not None:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)

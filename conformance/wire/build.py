@@ -39,6 +39,7 @@ class OutSegment:
     bad_checksum: bool = False
     doff: int | None = None
     ttl: int = 64
+    reserved: int = 0
 
 
 def _scapy_options(options: list[OutOption]) -> list[tuple]:
@@ -116,7 +117,8 @@ def build_packet(seg: OutSegment) -> bytes:
     doff = seg.doff if seg.doff is not None else 5 + len(opts) // 4
     tcp_len = 20 + len(opts) + len(seg.payload)
     header = struct.pack(
-        "!HHIIBBHHH", seg.sport, seg.dport, seg.seq % (1 << 32), seg.ack % (1 << 32), (doff & 0xF) << 4,
+        "!HHIIBBHHH", seg.sport, seg.dport, seg.seq % (1 << 32), seg.ack % (1 << 32),
+        ((doff & 0xF) << 4) | (seg.reserved & 0xF),
         seg.flags & 0xFF, seg.window & 0xFFFF, 0, seg.urgent & 0xFFFF,
     )  # fmt: skip
     tcp = header + opts + seg.payload

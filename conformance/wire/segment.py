@@ -93,6 +93,7 @@ class Segment:
     checksum: int = 0
     ttl: int = 64
     raw: bytes = b""
+    reserved: int = 0  # the 4 bits between data offset and CWR (RFC 9293: zero when sent, ignored when received)
 
     @property
     def length(self) -> int:
@@ -164,7 +165,7 @@ def parse_packet(packet: bytes) -> Segment | None:
     options = parse_options(tcp[20:header_len]) if doff > 5 else []
     return Segment(
         family, src, dst, sport, dport, seq, ack, off_flags & 0xFF, window, urgent,
-        options, bytes(tcp[header_len:]), doff, checksum, ttl, bytes(packet),
+        options, bytes(tcp[header_len:]), doff, checksum, ttl, bytes(packet), (off_flags >> 8) & 0x0F,
     )  # fmt: skip
 
 
