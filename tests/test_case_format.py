@@ -198,7 +198,7 @@ def test_unknown_step_key_names_the_step_and_its_line() -> None:
     got = parts(format_error(doc))
     assert int(got["line"]) == at(doc, "frobnicate")[0]
     assert got["path"] == "steps[2].frobnicate"
-    assert got["message"].startswith("unknown step 'frobnicate' (known: send, expect, expect_none, expect_one_of,")
+    assert got["message"].startswith("unknown step 'frobnicate' (known: send, expect, expect_none, expect_count,")
 
 
 @pytest.mark.parametrize(
@@ -281,7 +281,9 @@ def test_schema_command_prints_json_schema() -> None:
     steps = schema["properties"]["steps"]
     assert steps["type"] == "array"
     actions = {key for variant in steps["items"]["anyOf"] for key in variant["required"]}
-    assert actions == {"send", "expect", "expect_none", "expect_one_of", "ut", "wait", "bind", "check", "isn_sample"}
+    assert actions == {
+        "send", "expect", "expect_none", "expect_count", "expect_one_of", "ut", "wait", "bind", "check", "isn_sample",
+    }  # fmt: skip
     assert set(schema["required"]) >= {"id", "title", "refs", "requirement", "level", "steps"}
 
 
