@@ -644,3 +644,37 @@ def test_check_fails_with_the_value_and_the_expected_range() -> None:
     assert result.failure.expected.startswith("t1 - t0 in 500000..600000")
     assert "the scripted retransmission interval" in result.reason
     assert int(result.failure.actual) == result.observations["gap_us"]
+
+
+COUNT_CASE = (
+    "  - send: {flags: S, seq: l_isn}\n"
+    "  - expect_count: {for: 50ms, flags: SA, count: RANGE, record: n, reason: both scripted SYN-ACKs}\n"
+)
+
+
+@pytest.mark.parametrize(("count", "verdict"), [("2", Verdict.PASS), ("0..1", Verdict.FAIL)])
+def test_expect_count_counts_matching_segments(count: str, verdict: Verdict) -> None:
+    result, _ = run(case_text(COUNT_CASE.replace("RANGE", count)), _two_syn_acks)
+    assert result.verdict == verdict, result.reason
+    assert result.observations["n"] == 2
+    if verdict == Verdict.FAIL:
+        assert "expected 0..1 x SA" in result.reason and "got 2" in result.reason
+
+
+def test_reserved_bits_and_special_destinations_are_sent_as_written() -> None:
+    text = case_text(
+        "  - send: {flags: S, seq: l_isn, reserved: 9}\n"
+        "  - send: {flags: S, seq: l_isn, to_addr: multicast}\n"
+        "  - send: {flags: S, seq: l_isn, from_addr: target}\n"
+    )
+    result, link = run(text)
+    assert result.verdict == Verdict.PASS, result.reason
+    first, second, third = sent(link)
+    assert first.reserved == 9 and first.dst == TARGET
+    assert second.dst == "224.0.0.1" and second.src == TESTER
+    assert third.src == TARGET and third.dst == TARGET
+
+
+def test_broadcast_needs_a_prefix() -> None:
+    result, _ = run(case_text("  - send: {flags: S, seq: l_isn, to_addr: broadcast}\n"))
+    assert result.verdict == Verdict.ERROR and "no broadcast address" in result.reason
