@@ -262,6 +262,7 @@ class CaseItem(pytest.Item):
         session = Session(
             target.link, target.agent, self.family, addresses.tester, addresses.target,  # type: ignore[arg-type]
             target.capabilities, state.profile, state.ports, addresses.prefix,
+            entry.flood_rate_cap if entry.allow_flood else 0,
         )  # fmt: skip
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"

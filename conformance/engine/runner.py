@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import random
 import time
 import traceback
@@ -27,6 +28,7 @@ from ..model.loader import Case, ParsedAlternative, Step
 from ..model.values import format_flags
 from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
 from ..wire.build import OutOption, OutSegment, build_packet
+from ..wire.flood import SynFlood, direct_writer, run_flood, spoofed_sources
 from ..wire.segment import Segment, flow_key, parse_packet
 from ..wire.tun import LinkDown, UndeclaredDestination
 from .isn import isn_stats
@@ -236,6 +238,8 @@ class CaseRunner:
             return f"wait {spec.for_ * 1000:g} ms: {spec.reason}"
         if step.kind == "expect_count":
             return f"count {describe(spec, {})} for {spec.for_ * 1000:g} ms: {spec.count}"
+        if step.kind == "syn_flood":
+            return f"SYN flood: {spec.count} SYNs at up to {spec.rate}/s from {spec.sources} spoofed sources"
         if step.kind == "isn_sample":
             return f"sample {spec.count} ISNs"
         if step.kind == "check":
@@ -278,6 +282,49 @@ class CaseRunner:
         self.env.update(stats.as_env())
         self.recorded.update(stats.as_env())
         record.detail = f"{stats.count} ISNs: GCD {stats.gcd}, ISR {stats.isr}, SP {stats.sp}, repeats {stats.repeats}"
+
+    def _step_syn_flood(self, step: Step, record: StepRecord) -> None:
+        spec, s = step.spec, self.s
+        if "flood" not in s.capabilities or s.flood_rate_cap <= 0:
+            raise StepError("floods need the target's opt-in (allow_flood in targets.yaml) and `requires: [flood]`")
+        try:
+            sources = spoofed_sources(s.family, s.tester_addr, s.target_addr, s.prefix or 24, spec.sources)
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+        flood = SynFlood(s.family, sources, s.target_addr, self.env["t_port"])
+        check = getattr(s.link, "check_destination", None)
+        if check is not None:
+            check(bytes(flood.template))  # the one destination every flood packet carries
+        tun_fd = getattr(s.link, "tun_fd", None)
+        send = direct_writer(tun_fd) if tun_fd is not None else s.link.send
+        result = run_flood(flood, spec.count, min(spec.rate, s.flood_rate_cap), send)
+        synacks = self._count_flood_replies(spec.settle, {ipaddress.ip_address(a).packed for a in sources})
+        values = {
+            "flood_sent": result.sent,
+            "flood_rate": int(result.rate),
+            "flood_synacks": synacks,
+            "flood_capture_drops": self._link_drops(),
+        }
+        self.env.update(values)
+        self.recorded.update(values)
+        record.detail = (
+            f"{result.sent} SYNs in {result.elapsed_s * 1000:.0f} ms ({int(result.rate)}/s); "
+            f"{synacks} SYN-ACKs seen, {values['flood_capture_drops']} frames lost by the capture"
+        )
+
+    def _count_flood_replies(self, settle: float, spoofed: set[bytes]) -> int:
+        """Drain the link until it is quiet for ``settle`` s, counting SYN-ACKs to the spoofed sources."""
+        synacks = 0
+        while (frame := self.s.link.receive(settle)) is not None:
+            if not frame.inbound:
+                continue
+            key = flow_key(frame.data)
+            if key is not None and key[1] in spoofed:
+                off = (frame.data[0] & 0x0F) * 4 if frame.data[0] >> 4 == 4 else 40
+                synacks += frame.data[off + 13] & 0x12 == 0x12
+            elif self._is_case_flow(frame.data, True) and (seg := parse_packet(frame.data)) is not None:
+                self.pending.append(seg)
+        return synacks
 
     def _send_raw(self, out: OutSegment) -> None:
         packet = build_packet(out)

@@ -47,6 +47,7 @@ class Session:
     profile: str = "rfc9293"
     ports: PortAllocator = field(default_factory=PortAllocator)
     prefix: int | None = None  # the target's subnet, for the broadcast address
+    flood_rate_cap: int = 0  # packets per second a flood may send to this target (0: no floods)
 
     def __post_init__(self) -> None:
         af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6

@@ -289,6 +289,19 @@ class IsnSampleSpec(Strict):
     timeout: Duration = 1.0
 
 
+class SynFloodSpec(Strict):
+    """SYNs to t_port from spoofed tester-owned sources; needs the target's opt-in (capability flood).
+
+    Binds flood_sent, flood_rate (packets per second achieved), flood_synacks (SYN-ACKs seen going to the
+    spoofed sources; a lower bound when the capture lost frames) and flood_capture_drops.
+    """
+
+    count: int = Field(ge=1, le=1_000_000)
+    rate: int = Field(50_000, ge=1, le=1_000_000, description="packets per second, capped by the target entry")
+    sources: int = Field(200, ge=1, le=65_000, description="distinct spoofed source addresses")
+    settle: Duration = Field(0.2, description="how long to count SYN-ACKs after the last SYN")
+
+
 STEP_MODELS: dict[str, type[BaseModel]] = {
     "send": SendSpec,
     "expect": ExpectSpec,
@@ -300,6 +313,7 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
     "bind": BindSpec,
     "check": CheckSpec,
     "isn_sample": IsnSampleSpec,
+    "syn_flood": SynFloodSpec,
 }
 
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"

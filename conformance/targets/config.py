@@ -62,6 +62,8 @@ class TargetConfig(Strict):
     capabilities: list[str] | None = Field(
         None, description="what the implementation claims (ICS); default for local: every ut.* operation"
     )
+    allow_flood: bool = Field(False, description="opt in to flood and resource-exhaustion cases")
+    flood_rate_cap: int = Field(50_000, ge=1, le=1_000_000, description="packets per second a flood may send")
     expectations: str | None = Field(
         None, description="file of reviewed known deviations (relative to the targets file)"
     )
@@ -87,11 +89,13 @@ class TargetConfig(Strict):
     def declared_capabilities(self) -> set[str]:
         """The ICS: declared explicitly, or for the local kind derived from its sysctls."""
         if self.capabilities is not None:
-            return set(self.capabilities)
+            return set(self.capabilities) | ({"flood"} if self.allow_flood else set())
         caps = {f"ut.{op}" for op in UT_OPS} | {"ut"}
         for capability, sysctl in LOCAL_TCP_FEATURES.items():
             if str(self.sysctls.get(sysctl, "1")) != "0":
                 caps.add(capability)
+        if self.allow_flood:
+            caps.add("flood")
         return caps
 
 

@@ -91,11 +91,14 @@ class TunLink:
         packed = {socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in addresses}
         self.allowed_destinations = frozenset(packed)
 
-    def send(self, packet: bytes) -> None:
+    def check_destination(self, packet: bytes) -> None:
         if destination(packet) not in self.allowed_destinations:
             raise UndeclaredDestination(
                 f"refusing to send to an address not declared for the target: {packet[:40].hex()}"
             )
+
+    def send(self, packet: bytes) -> None:
+        self.check_destination(packet)
         try:
             os.write(self.tun_fd, packet)
         except OSError as exc:
