@@ -8,8 +8,9 @@ Runs the suite ``--runs`` times as a user would (``pytest testcases``), then rea
   the TUN's packet socket. Counted where a ``send`` step directly follows the ``expect`` that matched
   the segment (no upper-tester action in between);
 - per-case overhead: the item's wall time (engine, pytest item, pcap and results writing) minus the
-  silence windows and waits the case itself declares. The first case of a worker also pays for the
-  target's start-up, reported separately;
+  case's protocol waits: the silence windows and waits it declares, and the time until each expected
+  segment arrived (the target's reaction or its timers). Upper-tester round trips count as overhead.
+  The first case of a worker also pays for the target's start-up, reported separately;
 - run wall time, and the sum of declared protocol waits.
 """
 
@@ -19,10 +20,12 @@ import argparse
 import itertools
 import json
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,16 +53,21 @@ def reaction_times(case: dict) -> list[float]:
     return out
 
 
-def run_suite(out_dir: Path, workers: int, extra: list[str]) -> float:
+def run_suite(out_dir: Path, workers: int, extra: list[str]) -> tuple[float, float, float]:
+    """Wall time of one run, the peak RSS (MB) of the largest process it started (pytest or a worker), and
+    the wall-clock time at which the run was started (to measure how long until its first case began)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--report-dir", str(out_dir), *extra]
     if workers > 1:
         cmd += ["-n", str(workers)]
+    wall_start = time.time()
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     if proc.returncode not in (0, 1):
         sys.exit(f"suite run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return elapsed
+    # ru_maxrss of children is the largest peak among all waited-for descendants, in KiB on Linux.
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return elapsed, peak_mb, wall_start
 
 
 def row(name: str, unit: str, scale: float, values: list[float]) -> str:
@@ -77,12 +85,17 @@ def main() -> int:
     parser.add_argument("pytest_args", nargs="*", default=["testcases"])
     args = parser.parse_args()
 
-    reactions, overheads, setups, walls, declared = [], [], [], [], []
+    reactions, overheads, setups, walls, declared, rss, floods, longest = [], [], [], [], [], [], [], []
+    startups: list[float] = []
     cases_total = 0
     for i in range(args.runs):
         run_dir = args.out / f"run{i}"
-        walls.append(run_suite(run_dir, args.workers, args.pytest_args))
+        wall, peak, wall_start = run_suite(run_dir, args.workers, args.pytest_args)
+        walls.append(wall)
+        rss.append(peak)
         results = json.loads((run_dir / "results.json").read_text())
+        first = min(datetime.fromisoformat(c["started"].replace("Z", "+00:00")).timestamp() for c in results["cases"])
+        startups.append(first - wall_start)
         run_declared = 0.0
         for case in results["cases"]:
             cases_total += 1
@@ -91,7 +104,10 @@ def main() -> int:
             run_declared += case["protocol_wait_s"]
             if case["target_setup_s"] > 0.005:
                 setups.append(case["target_setup_s"])
+            if "flood_rate" in case.get("observations", {}):
+                floods.append(float(case["observations"]["flood_rate"]))
         declared.append(run_declared)
+        longest.append(max((c["item_wall_s"] for c in results["cases"]), default=0.0))
 
     print(f"machine: {platform.node()} {platform.platform()} python {platform.python_version()}")
     print(f"runs: {args.runs} x `pytest {' '.join(args.pytest_args)}`, workers {args.workers}, cases {cases_total}")
@@ -102,7 +118,18 @@ def main() -> int:
     print(row("per-case overhead", "ms", 1e3, overheads))
     print(row("target start-up per worker", "ms", 1e3, setups))
     print(row("run wall time", "s", 1, walls))
-    print(row("declared protocol waits per run", "s", 1, declared))
+    print(row("protocol waits per run (declared + target timers)", "s", 1, declared))
+    print(row("longest case per run", "s", 1, longest))
+    print(row("peak RSS of the largest process", "MB", 1, rss))
+    if floods:
+        print(row("flood rate, one worker", "SYN/s", 1, floods))
+    startup = statistics.median(startups)
+    print(f"\nstart-up (interpreters, pytest, collection, workers; until the first case began): {startup:.2f} s")
+    budget = 1.3 * statistics.median(declared) / args.workers + startup
+    print(
+        f"fast-set budget 1.3 x (declared waits / workers) + start-up = {budget:.2f} s; "
+        f"measured median wall {statistics.median(walls):.2f} s"
+    )
     return 0
 
 

@@ -71,7 +71,7 @@ class CaseResult:
     trace: list[TraceEntry] = field(default_factory=list)
     started: float = 0.0
     duration_s: float = 0.0
-    protocol_wait_s: float = 0.0  # declared silence windows and waits
+    protocol_wait_s: float = 0.0  # declared silence windows and waits, and waits for expected segments
     blocked_s: float = 0.0  # all time spent waiting on the target or the agent
     observations: dict[str, Any] = field(default_factory=dict)
 

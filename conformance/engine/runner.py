@@ -37,6 +37,7 @@ from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
 from .session import Session
 
 PAYLOAD_PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz"
+PROTOCOL_BOUND_OPS = frozenset({"accept", "connect", "recv"})  # upper-tester calls that wait on the peer
 
 
 class StepFailed(AssertionError):
@@ -102,6 +103,7 @@ class CaseRunner:
         self.case_deadline = float("inf")  # set by run(): the case's own time limit
         self._blocked = 0.0  # time spent waiting on the link or the agent
         self._declared = 0.0  # silence windows and waits the case itself declares
+        self._target_wait = 0.0  # time until an expected segment came: the target's reaction or timers
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _initial_env(self) -> None:
@@ -157,7 +159,7 @@ class CaseRunner:
             self._cleanup()
             self._collect(0.0)
             res.duration_s = time.monotonic() - start_wall
-            res.protocol_wait_s = self._declared
+            res.protocol_wait_s = self._declared + self._target_wait
             res.blocked_s = self._blocked
             res.observations = {**self.env, **self.recorded}
         return res
@@ -278,6 +280,7 @@ class CaseRunner:
             self._send_raw(OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port,
                                       self.env["t_port"], (isn + 1) % MOD, 0, 0x04, 0))  # fmt: skip
             self._collect(spec.spacing)
+            self._declared += spec.spacing
         stats = isn_stats(samples)
         self.env.update(stats.as_env())
         self.recorded.update(stats.as_env())
@@ -299,6 +302,7 @@ class CaseRunner:
         send = direct_writer(tun_fd) if tun_fd is not None else s.link.send
         result = run_flood(flood, spec.count, min(spec.rate, s.flood_rate_cap), send)
         synacks = self._count_flood_replies(spec.settle, {ipaddress.ip_address(a).packed for a in sources})
+        self._declared += result.elapsed_s + spec.settle  # the load the case asked for, and its settling
         values = {
             "flood_sent": result.sent,
             "flood_rate": int(result.rate),
@@ -513,6 +517,7 @@ class CaseRunner:
         spec: ExpectSpec = step.spec
         started = time.monotonic()
         seg = self._next(started + spec.timeout)
+        self._target_wait += time.monotonic() - started  # the target's reaction or its timer
         if seg is None:
             expected = describe(spec, self.env)
             raise StepFailed(
@@ -581,6 +586,8 @@ class CaseRunner:
         chosen: ParsedAlternative | None = None
         seg = self._next(start + window)
         elapsed = time.monotonic() - start
+        if seg is not None:
+            self._target_wait += elapsed
         if seg is None and silent:
             chosen = silent[0]
             self._declared += window
@@ -690,7 +697,10 @@ class CaseRunner:
         except AgentError as exc:
             reply, error = {}, exc
         finally:
-            self._blocked += time.monotonic() - started
+            waited = time.monotonic() - started
+            self._blocked += waited
+            if spec.op in PROTOCOL_BOUND_OPS:  # they wait for the target: its handshake, data or timers
+                self._target_wait += waited
         self._collect(0.0)
         got = "ok" if error is None else error.error
         if "any" not in wanted and got not in wanted:
