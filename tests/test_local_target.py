@@ -201,3 +201,13 @@ def test_the_reaper_never_touches_foreign_namespaces() -> None:
 
 def test_agent_runs_from_the_repository_copy() -> None:
     assert (REPO / "conformance" / "agent.py").exists()
+
+
+def test_distribution_over_execnet_gateways(tmp_path: Path) -> None:
+    """xdist's own --tx gateways (popen here; ssh on a lab's tester hosts): every worker owns a target."""
+    python = str(REPO / ".venv" / "bin" / "python")
+    run = run_suite(tmp_path, "--dist", "load", "--tx", f"2*popen//python={python}", *FIRST_FILES[:6])
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert set(run.verdicts().values()) == {"PASS"} and len(run.verdicts()) == 12
+    assert sorted(p.name for p in run.report_dir.glob("cases.*.jsonl")) == ["cases.gw0.jsonl", "cases.gw1.jsonl"]
+    assert not [n for n in our_namespaces() if n.endswith(("-gw0", "-gw1"))]
