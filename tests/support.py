@@ -68,3 +68,16 @@ def run_suite(tmp_path: Path, *args: str, cwd: Path = REPO, timeout: float = 300
         out, err = proc.communicate()
         raise AssertionError(f"suite run timed out: {' '.join(cmd)}\n{out[-3000:]}\n{err[-3000:]}") from None
     return SuiteRun(proc.returncode, out, err, report_dir, proc.pid)
+
+
+def orphaned_namespaces() -> list[str]:
+    """Namespaces of the suite whose creating process is gone: what a run must never leave behind.
+
+    (Robust against other runs on the same machine, whose namespaces belong to live processes.)
+    """
+    orphans = []
+    for name in our_namespaces():
+        pid = int(name.split("-")[1])
+        if not Path(f"/proc/{pid}").exists():
+            orphans.append(name)
+    return orphans

@@ -14,7 +14,7 @@ import pytest
 from scapy.utils import rdpcap
 
 from conformance.targets import netns
-from support import REPO, TARGETS, needs_netns, our_namespaces, run_suite
+from support import REPO, TARGETS, needs_netns, orphaned_namespaces, our_namespaces, run_suite
 
 pytestmark = [needs_netns, pytest.mark.netns]
 
@@ -67,7 +67,7 @@ def test_parallel_workers_each_own_a_namespace(tmp_path: Path) -> None:
     assert set(run.verdicts().values()) == {"PASS"}
     workers = sorted(p.name for p in run.report_dir.glob("cases.*.jsonl"))
     assert workers == ["cases.gw0.jsonl", "cases.gw1.jsonl"]
-    assert not [n for n in our_namespaces() if n.endswith(("-gw0", "-gw1"))]
+    assert orphaned_namespaces() == []
 
 
 def test_a_wrong_expectation_fails_with_the_evidence(tmp_path: Path) -> None:
@@ -210,4 +210,4 @@ def test_distribution_over_execnet_gateways(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:]
     assert set(run.verdicts().values()) == {"PASS"} and len(run.verdicts()) == 12
     assert sorted(p.name for p in run.report_dir.glob("cases.*.jsonl")) == ["cases.gw0.jsonl", "cases.gw1.jsonl"]
-    assert not [n for n in our_namespaces() if n.endswith(("-gw0", "-gw1"))]
+    assert orphaned_namespaces() == []
