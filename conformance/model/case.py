@@ -114,14 +114,17 @@ class SendSpec(Strict):
         return self
 
 
-IGNORE_FLAGS_DOC = "flags not compared (default P: PSH is only a hint, RFC 9293 section 3.9.1)"
+IGNORE_FLAGS_DOC = (
+    "flags not compared (default PEC: PSH is only a hint, and ECE/CWR belong to ECN, which cases about ECN"
+    " check by writing ignore_flags: P)"
+)
 
 
 class ExpectSpec(Strict):
     """A segment the target must send next on the connection. Unset fields are not checked."""
 
     flags: Flags | None = None
-    ignore_flags: Flags = Field(default="P", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
+    ignore_flags: Flags = Field(default="PEC", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
     seq: Match | None = None
     ack: Match | None = None
     window: Match | None = None
@@ -159,7 +162,7 @@ class ExpectNoneSpec(Strict):
 
     for_: Duration = Field(alias="for")
     flags: Flags | None = None
-    ignore_flags: Flags = Field(default="P", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
+    ignore_flags: Flags = Field(default="PEC", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
     seq: Match | None = None
     ack: Match | None = None
     len: Match | None = None
@@ -173,7 +176,7 @@ class ExpectCountSpec(Strict):
     for_: Duration = Field(alias="for")
     count: Match = Field(description="N or low..high")
     flags: Flags | None = None
-    ignore_flags: Flags = Field(default="P", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
+    ignore_flags: Flags = Field(default="PEC", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
     seq: Match | None = None
     ack: Match | None = None
     len: Match | None = None
