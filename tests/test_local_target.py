@@ -166,10 +166,11 @@ def _start_interruptible_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     raise AssertionError("the run did not finish its first case in 60 s")
 
 
-def test_sigterm_removes_the_target_and_keeps_finished_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupt_removes_the_target_and_keeps_finished_results(tmp_path: Path, sig: int) -> None:
     proc, report = _start_interruptible_run(tmp_path)
     assert our_namespaces(proc.pid), "the target namespace should exist while the run goes on"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     proc.communicate(timeout=30)
     assert our_namespaces(proc.pid) == []
     lines = (report / "cases.main.jsonl").read_text().splitlines()
