@@ -1,0 +1,201 @@
+"""The requirements registry: every reference a case may cite, with its level and a one-line summary.
+
+The data lives in ``requirements.yaml`` beside this module (format in docs/requirements.md). Each entry is one
+citable reference: a numbered RFC 9293 requirement (``rfc9293:MUST-13``), a section or numbered rule of an RFC
+(``rfc9293:3.10.7.4``, ``rfc6298:5.7``), or a page or figure of RFC 793 (``rfc793:page36``, ``rfc793:fig8``).
+
+``load_registry`` validates the file (errors are one line naming the entry and the field); ``missing_refs`` lists
+the references of cases that the registry lacks; ``uncovered_must`` lists the in-scope MUST requirements that no
+case cites. ``python -m conformance.grading.registry`` prints that list for the shipped catalogue.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+if TYPE_CHECKING:
+    from conformance.model.loader import Case
+
+REGISTRY_FILE = Path(__file__).with_name("requirements.yaml")
+REF = r"^rfc[0-9]+:[A-Za-z0-9.\-]+$"
+RFC9293_ID = re.compile(r"^rfc9293:(MUST|SHLD|MAY|REC)-[1-9][0-9]*$")
+# The level a numbered RFC 9293 requirement may have, by its prefix (RECOMMENDED is SHOULD, RFC 2119).
+PREFIX_LEVELS: dict[str, frozenset[str]] = {
+    "MUST": frozenset({"MUST", "MUST NOT"}),
+    "SHLD": frozenset({"SHOULD", "SHOULD NOT"}),
+    "MAY": frozenset({"MAY"}),
+    "REC": frozenset({"SHOULD"}),
+}
+MUST_LEVELS = frozenset({"MUST", "MUST NOT"})
+
+Level = Literal["MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY"]
+Kind = Literal["requirement", "section", "rule", "page", "figure"]
+OneLine = Annotated[str, StringConstraints(min_length=3, max_length=240, pattern=r"^[^\n]+$")]
+
+
+class RegistryError(ValueError):
+    """One line: ``file: entries[i] (id): field: message``."""
+
+
+class Requirement(BaseModel):
+    """One citable reference.
+
+    ``kind`` is ``requirement`` for a numbered RFC 9293 requirement (it then has a level, the section that states
+    it, a summary and ``in_scope``), ``section`` or ``rule`` for a part of an RFC, ``page`` or ``figure`` for RFC
+    793. ``level`` (with ``summary`` and ``in_scope``) is set where the reference states a rule; for a section
+    stating several it is the strongest key word, and the summary says which behaviour it applies to.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(pattern=REF)
+    kind: Kind
+    title: OneLine | None = None
+    level: Level | None = None
+    section: str | None = Field(default=None, pattern=r"^[0-9A-Z]+(\.[0-9]+)*$")
+    summary: OneLine | None = None
+    in_scope: bool | None = None
+    note: OneLine | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Requirement:
+        if self.kind == "requirement":
+            match = RFC9293_ID.match(self.id)
+            if not match:
+                raise ValueError("a numbered requirement is rfc9293:MUST-n, SHLD-n, MAY-n or REC-n")
+            for name in ("level", "section", "summary", "in_scope"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"a numbered requirement needs '{name}'")
+            allowed = PREFIX_LEVELS[match.group(1)]
+            if self.level not in allowed:
+                raise ValueError(f"level {self.level} does not fit the prefix {match.group(1)}-")
+            return self
+        if RFC9293_ID.match(self.id):
+            raise ValueError(f"{self.id} is a numbered requirement: kind must be 'requirement'")
+        if self.title is None:
+            raise ValueError(f"a {self.kind} needs a 'title'")
+        if self.level is not None and (self.summary is None or self.in_scope is None):
+            raise ValueError("an entry with a level needs a 'summary' and 'in_scope'")
+        if self.level is None and self.in_scope is not None:
+            raise ValueError("'in_scope' only applies to an entry with a level")
+        return self
+
+    @property
+    def rfc(self) -> str:
+        """The document, e.g. ``rfc9293``."""
+        return self.id.split(":", 1)[0]
+
+    @property
+    def is_must(self) -> bool:
+        return self.level in MUST_LEVELS
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    documents: dict[str, str] = Field(min_length=1)
+    entries: list[Any] = Field(min_length=1)
+
+
+def _error(source: str, loc: tuple[str | int, ...], message: str, ident: str | None = None) -> RegistryError:
+    where = ""
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    label = f" ({ident})" if ident else ""
+    return RegistryError(f"{source}: {where or '(top)'}{label}: {message}")
+
+
+def _first(exc: ValidationError) -> tuple[tuple[str | int, ...], str]:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+    return loc, str(err["msg"]).removeprefix("Value error, ")
+
+
+def load_registry(path: Path = REGISTRY_FILE) -> dict[str, Requirement]:
+    """Read and validate the registry; the result maps each id to its entry, in file order."""
+    source = path.name
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{source}: cannot read: {exc}") from None
+    except YAMLError as exc:
+        raise RegistryError(f"{source}: YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        doc = _File.model_validate(data)
+    except ValidationError as exc:
+        loc, message = _first(exc)
+        raise _error(source, loc, message) from None
+    registry: dict[str, Requirement] = {}
+    for index, raw in enumerate(doc.entries):
+        ident = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+        try:
+            entry = Requirement.model_validate(raw)
+        except ValidationError as exc:
+            loc, message = _first(exc)
+            raise _error(source, ("entries", index, *loc), message, ident) from None
+        if entry.id in registry:
+            raise _error(source, ("entries", index, "id"), "listed twice", entry.id)
+        if entry.rfc not in doc.documents:
+            raise _error(source, ("entries", index, "id"), f"{entry.rfc} is not in 'documents'", entry.id)
+        registry[entry.id] = entry
+    for index, entry in enumerate(registry.values()):
+        if entry.section is not None and f"{entry.rfc}:{entry.section}" not in registry:
+            message = f"section {entry.section} has no entry {entry.rfc}:{entry.section}"
+            raise _error(source, ("entries", index, "section"), message, entry.id)
+    return registry
+
+
+def cited_refs(cases: Iterable[Case]) -> set[str]:
+    """Every reference some case cites."""
+    return {ref for case in cases for ref in case.meta.refs}
+
+
+def missing_refs(registry: Mapping[str, Requirement], cases: Iterable[Case]) -> dict[Path, list[str]]:
+    """The references of each case that the registry lacks (only cases with at least one)."""
+    missing: dict[Path, list[str]] = {}
+    for case in cases:
+        absent = [ref for ref in case.meta.refs if ref not in registry]
+        if absent:
+            missing[case.file] = absent
+    return missing
+
+
+def uncovered_must(registry: Mapping[str, Requirement], cases: Iterable[Case]) -> list[Requirement]:
+    """The in-scope MUST / MUST NOT entries that no case cites, in registry order."""
+    cited = cited_refs(cases)
+    return [e for e in registry.values() if e.is_must and e.in_scope and e.id not in cited]
+
+
+def describe(entry: Requirement) -> str:
+    """One line for a report: id, level, section and summary."""
+    where = f" (section {entry.section})" if entry.section else ""
+    return f"{entry.id} [{entry.level}]{where}: {entry.summary or entry.title}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the in-scope MUST requirements no case under testcases/ (or the given directory) cites."""
+    from conformance.model.loader import load_case
+
+    args = sys.argv[1:] if argv is None else argv
+    root = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "testcases"
+    cases = [load_case(path, root) for path in sorted(root.rglob("*.yaml"))]
+    registry = load_registry()
+    for path, refs in missing_refs(registry, cases).items():
+        print(f"not in the registry: {path}: {', '.join(refs)}")
+    uncovered = uncovered_must(registry, cases)
+    print(f"{len(uncovered)} in-scope MUST requirements no case cites ({len(cases)} cases):")
+    for entry in uncovered:
+        print(f"  {describe(entry)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

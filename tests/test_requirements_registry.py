@@ -1,0 +1,196 @@
+"""The requirements registry: it is well-formed, every case reference is in it, and it reports uncovered MUSTs.
+
+``pytest tests/test_requirements_registry.py -s`` prints the in-scope MUST requirements no case cites yet.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from conformance.grading.registry import (
+    MUST_LEVELS,
+    PREFIX_LEVELS,
+    REGISTRY_FILE,
+    RFC9293_ID,
+    RegistryError,
+    Requirement,
+    cited_refs,
+    describe,
+    load_registry,
+    missing_refs,
+    uncovered_must,
+)
+from conformance.model.loader import Case, load_case
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES_DIR = ROOT / "testcases"
+LEVELS = {"MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY"}
+# How many numbered requirements RFC 9293 has, by prefix (Appendix B): MUST-1..69, SHLD-1..31, MAY-1..18, REC-1.
+RFC9293_COUNTS = {"MUST": 69, "SHLD": 31, "MAY": 18, "REC": 1}
+
+
+@pytest.fixture(scope="module")
+def registry() -> dict[str, Requirement]:
+    return load_registry()
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[Case]:
+    found = [load_case(path, ROOT) for path in sorted(CASES_DIR.rglob("*.yaml"))]
+    assert len(found) >= 10
+    return found
+
+
+# ---- (a) the registry is well-formed ----------------------------------------------------------------
+
+
+def test_registry_loads_with_unique_ids(registry: dict[str, Requirement]) -> None:
+    raw = YAML(typ="safe", pure=True).load(REGISTRY_FILE.read_text(encoding="utf-8"))
+    ids = [entry["id"] for entry in raw["entries"]]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    assert not duplicates, f"ids listed more than once: {duplicates}"
+    assert len(registry) == len(ids)
+
+
+def test_levels_are_valid(registry: dict[str, Requirement]) -> None:
+    bad = [f"{e.id}: {e.level}" for e in registry.values() if e.level is not None and e.level not in LEVELS]
+    assert not bad
+    unsummarised = [e.id for e in registry.values() if e.level is not None and not e.summary]
+    assert not unsummarised, f"entries with a level but no summary: {unsummarised}"
+
+
+def test_rfc9293_ids_match_their_level(registry: dict[str, Requirement]) -> None:
+    for entry in registry.values():
+        numbered = RFC9293_ID.match(entry.id)
+        assert (entry.kind == "requirement") == bool(numbered), entry.id
+        if numbered:
+            assert entry.level in PREFIX_LEVELS[numbered.group(1)], f"{entry.id} has level {entry.level}"
+            assert entry.in_scope is not None and entry.section, entry.id
+            assert f"rfc9293:{entry.section}" in registry, f"{entry.id}: no entry for section {entry.section}"
+
+
+def test_every_numbered_rfc9293_requirement_is_listed(registry: dict[str, Requirement]) -> None:
+    expected = {f"rfc9293:{prefix}-{n}" for prefix, count in RFC9293_COUNTS.items() for n in range(1, count + 1)}
+    listed = {e.id for e in registry.values() if e.kind == "requirement"}
+    assert listed == expected, f"missing {sorted(expected - listed)}, unexpected {sorted(listed - expected)}"
+
+
+def test_summaries_are_one_line_and_not_empty(registry: dict[str, Requirement]) -> None:
+    for entry in registry.values():
+        for text in (entry.title, entry.summary, entry.note):
+            assert text is None or (text.strip() == text and "\n" not in text and len(text) >= 3), entry.id
+
+
+BROKEN = {
+    "duplicate id": (
+        "entries:\n  - {id: rfc9293:3.1, kind: section, title: header}\n"
+        "  - {id: rfc9293:3.1, kind: section, title: header again}\n",
+        r"entries\[1\]\.id \(rfc9293:3\.1\): listed twice",
+    ),
+    "level against prefix": (
+        "entries:\n  - {id: rfc9293:3.1, kind: section, title: header}\n  - {id: rfc9293:MUST-1, kind: requirement,"
+        ' level: MAY, section: "3.1", in_scope: true, summary: the window is unsigned}\n',
+        r"entries\[1\] \(rfc9293:MUST-1\): level MAY does not fit the prefix MUST-",
+    ),
+    "unknown level": (
+        'entries:\n  - {id: rfc9293:MUST-1, kind: requirement, level: REQUIRED, section: "3.1", in_scope: true,'
+        " summary: the window is unsigned}\n",
+        r"entries\[0\]\.level \(rfc9293:MUST-1\): Input should be 'MUST'",
+    ),
+    "section as a number": (
+        "entries:\n  - {id: rfc9293:MUST-1, kind: requirement, level: MUST, section: 3.1, in_scope: true,"
+        " summary: the window is unsigned}\n",
+        r"entries\[0\]\.section \(rfc9293:MUST-1\): Input should be a valid string",
+    ),
+    "section without an entry": (
+        'entries:\n  - {id: rfc9293:MUST-1, kind: requirement, level: MUST, section: "3.1", in_scope: true,'
+        " summary: the window is unsigned}\n",
+        r"entries\[0\]\.section \(rfc9293:MUST-1\): section 3\.1 has no entry rfc9293:3\.1",
+    ),
+    "numbered id as a section": (
+        "entries:\n  - {id: rfc9293:MUST-1, kind: section, title: the window}\n",
+        r"entries\[0\] \(rfc9293:MUST-1\): rfc9293:MUST-1 is a numbered requirement",
+    ),
+    "undeclared document": (
+        "entries:\n  - {id: rfc1234:5, kind: section, title: something}\n",
+        r"entries\[0\]\.id \(rfc1234:5\): rfc1234 is not in 'documents'",
+    ),
+    "level without summary": (
+        "entries:\n  - {id: rfc9293:3.1, kind: section, title: header, level: MUST, in_scope: true}\n",
+        r"entries\[0\] \(rfc9293:3\.1\): an entry with a level needs a 'summary' and 'in_scope'",
+    ),
+    "unknown field": (
+        "entries:\n  - {id: rfc9293:3.1, kind: section, title: header, colour: red}\n",
+        r"entries\[0\]\.colour \(rfc9293:3\.1\): Extra inputs are not permitted",
+    ),
+    "multi-line summary": (
+        "entries:\n  - {id: rfc9293:3.1, kind: section, title: header}\n  - {id: rfc9293:MUST-1, kind: requirement,"
+        ' level: MUST, section: "3.1", in_scope: true, summary: "two\\nlines"}\n',
+        r"entries\[1\]\.summary \(rfc9293:MUST-1\): String should match pattern",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_malformed_registry_gives_one_line_error(name: str, tmp_path: Path) -> None:
+    body, expected = BROKEN[name]
+    path = tmp_path / "requirements.yaml"
+    path.write_text("documents: {rfc9293: TCP}\n" + body, encoding="utf-8")
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("requirements.yaml: ")
+    assert re.search(expected, message), message
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.yaml"
+    path.write_text("documents: {rfc9293: TCP\nentries: [\n", encoding="utf-8")
+    with pytest.raises(RegistryError, match=r"^requirements\.yaml: YAML: [^\n]+$"):
+        load_registry(path)
+
+
+# ---- (b) every reference of every case is in the registry -------------------------------------------
+
+
+def test_every_case_reference_is_in_the_registry(registry: dict[str, Requirement], cases: list[Case]) -> None:
+    missing = missing_refs(registry, cases)
+    lines = [f"{path.relative_to(ROOT)}: {', '.join(refs)}" for path, refs in sorted(missing.items())]
+    assert not lines, "references missing from conformance/grading/requirements.yaml:\n" + "\n".join(lines)
+
+
+def test_missing_refs_names_the_file_and_the_ref(registry: dict[str, Requirement], cases: list[Case]) -> None:
+    case = cases[0]
+    bogus = case.meta.model_copy(update={"refs": [*case.meta.refs, "rfc9293:MUST-999"]})
+    broken = Case(meta=bogus, steps=case.steps, file=case.file)
+    assert missing_refs(registry, [broken]) == {case.file: ["rfc9293:MUST-999"]}
+
+
+# ---- (c) the report: in-scope MUST requirements no case covers yet ----------------------------------
+
+
+def test_report_uncovered_must_requirements(registry: dict[str, Requirement], cases: list[Case]) -> None:
+    uncovered = uncovered_must(registry, cases)
+    print(f"\n{len(uncovered)} in-scope MUST requirements no case cites yet ({len(cases)} cases):")
+    for entry in uncovered:
+        print(f"  {describe(entry)}")
+    cited = cited_refs(cases)
+    expected = [e.id for e in registry.values() if e.level in MUST_LEVELS and e.in_scope and e.id not in cited]
+    assert [e.id for e in uncovered] == expected
+    for entry in uncovered:
+        assert entry.in_scope and entry.is_must and entry.id not in cited, entry.id
+    # Every in-scope MUST of RFC 9293 is either cited by some case or reported here.
+    in_scope_musts = {e.id for e in registry.values() if e.kind == "requirement" and e.is_must and e.in_scope}
+    assert in_scope_musts <= cited | {e.id for e in uncovered}
+
+
+def test_uncovered_must_ignores_cited_and_out_of_scope(registry: dict[str, Requirement], cases: list[Case]) -> None:
+    ids = {e.id for e in uncovered_must(registry, cases)}
+    assert "rfc9293:MUST-10" not in ids  # simultaneous open: cited by the handshake cases
+    assert "rfc9293:MUST-30" not in ids  # urgent data: out of scope
+    assert {e.id for e in uncovered_must(registry, [])} >= {"rfc9293:MUST-10", "rfc9293:MUST-13"}
