@@ -74,6 +74,8 @@ def mismatches(spec: ExpectSpec | ExpectNoneSpec, seg: Segment, env: Mapping[str
         actual = segment_field(seg, name)
         if not value_matches(m, actual, env, wraps=name in WRAPPING):
             out.append(f"{name}: expected {m.describe(env)}, got {actual}")
+    if getattr(spec, "checksum", "any") == "good" and not seg.checksum_ok:
+        out.append(f"checksum: expected a correct TCP checksum, got 0x{seg.checksum:04x} (wrong)")
     for name, m in (getattr(spec, "options", None) or {}).items():
         actual = _option_value(seg, name)
         if not value_matches(m, actual, env, wraps=name in WRAPPING):

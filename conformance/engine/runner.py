@@ -14,6 +14,7 @@ import base64
 import contextlib
 import ipaddress
 import random
+import socket
 import time
 import traceback
 from collections import deque
@@ -91,6 +92,7 @@ class CaseRunner:
         self.current_step: int | None = None
         self.step_index = 0
         self.l_ports: set[int] = set()
+        self.l_addrs: set[bytes] = set()  # other sources the tester spoke from (invalid or spoofed sources)
         self.t_ports: set[int] = set()
         self._sent_step: dict[bytes, int] = {}
         # Texts for the report are made after the case, off the packet path.
@@ -374,7 +376,9 @@ class CaseRunner:
         self.t_ports.add(dport)
         payload = spec.data.encode() if spec.data is not None else pattern_bytes(spec.len or 0)
         try:
-            src = self.s.tester_addr if spec.from_addr == "tester" else self.s.target_addr
+            src = self.s.tester_addr if spec.from_addr == "tester" else self.s.special_address(spec.from_addr)
+            if spec.from_addr != "tester":  # replies to that source are this case's business too
+                self.l_addrs.add(socket.inet_pton(socket.AF_INET6 if ":" in src else socket.AF_INET, src))
             dst = self.s.special_address(spec.to_addr)
         except ValueError as exc:
             raise StepError(f"line {step.line}: {exc}") from None
@@ -430,7 +434,7 @@ class CaseRunner:
         if inbound:
             return (
                 src == self.s.target_bytes
-                and dst == self.s.tester_bytes
+                and (dst == self.s.tester_bytes or dst in self.l_addrs)
                 and sport in self.t_ports
                 and dport in self.l_ports
             )

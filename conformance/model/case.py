@@ -99,8 +99,8 @@ class SendSpec(Strict):
     ttl: int = Field(64, ge=1, le=255, description="IPv4 TTL or IPv6 hop limit")
     from_port: Expression | None = Field(None, description="source port other than l_port")
     to_port: Expression | None = Field(None, description="destination port other than t_port")
-    from_addr: Literal["tester", "target"] = Field(
-        "tester", description="target: the target's own address as source (a LAND attack)"
+    from_addr: Literal["tester", "target", "broadcast", "multicast"] = Field(
+        "tester", description="target: the target's own address (LAND); broadcast/multicast: invalid sources"
     )
     to_addr: Literal["target", "broadcast", "multicast"] = Field(
         "target", description="broadcast: the target subnet's broadcast address (IPv4); multicast: all-nodes"
@@ -132,6 +132,7 @@ class ExpectSpec(Strict):
     end_seq: Match | None = Field(None, description="seq + payload length (+1 for SYN, +1 for FIN)")
     urgent: Match | None = None
     reserved: Match | None = Field(None, description="the four reserved header bits")
+    checksum: Literal["good", "any"] = Field("any", description="good: the segment's TCP checksum must be right")
     options: dict[str, Match] | None = Field(
         None, description="by name: mss, wscale, sackok, ts, ts_val, ts_ecr, sack: any | absent | N | a..b"
     )

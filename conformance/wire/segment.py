@@ -104,6 +104,27 @@ class Segment:
     def end_seq(self) -> int:
         return (self.seq + self.length) % (1 << 32)
 
+    @property
+    def checksum_ok(self) -> bool:
+        """Whether the TCP checksum over the pseudo-header and segment is right (RFC 9293 MUST-2, MUST-3)."""
+        raw = self.raw
+        if self.family == "ipv4":
+            ihl = (raw[0] & 0x0F) * 4
+            total = struct.unpack_from("!H", raw, 2)[0]
+            tcp = raw[ihl:total]
+            pseudo = raw[12:20] + struct.pack("!BBH", 0, PROTO_TCP, len(tcp))
+        else:
+            plen = struct.unpack_from("!H", raw, 4)[0]
+            tcp = raw[40 : 40 + plen]
+            pseudo = raw[8:40] + struct.pack("!I3xB", len(tcp), PROTO_TCP)
+        data = pseudo + tcp
+        if len(data) % 2:
+            data += b"\0"
+        total_sum = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while total_sum >> 16:
+            total_sum = (total_sum & 0xFFFF) + (total_sum >> 16)
+        return total_sum == 0xFFFF
+
     def option(self, name: str) -> TcpOption | None:
         for opt in self.options:
             if opt.name == name:
