@@ -48,7 +48,8 @@ def reaction_times(case: dict) -> list[float]:
         if before["dir"] != "in" or after["dir"] != "out" or before["step"] is None or after["step"] is None:
             continue
         follows = after["step"] == before["step"] + 1 and kinds.get(after["step"]) == "send"
-        if follows and kinds.get(before["step"], "").startswith("expect"):
+        # A segment that arrived during an earlier wait and was examined later is not a reaction.
+        if follows and kinds.get(before["step"], "").startswith("expect") and after["t"] - before["t"] < 0.05:
             out.append(after["t"] - before["t"])
     return out
 
