@@ -47,3 +47,11 @@ def test_differences_are_taken_the_short_way_round() -> None:
 def test_too_few_samples_are_refused() -> None:
     with pytest.raises(ValueError):
         isn_stats([(1, 0.0), (2, 1.0)])
+
+
+def test_increases_count_forward_steps_across_the_wrap() -> None:
+    times = _times(5)
+    rising = isn_stats([((2**32 - 200 + 100 * i) % 2**32, t) for i, t in enumerate(times)])
+    assert rising.increases == 4
+    falling = isn_stats([(10_000 - 100 * i, t) for i, t in enumerate(times)])
+    assert falling.increases == 0

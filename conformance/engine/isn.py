@@ -28,9 +28,11 @@ class IsnStats:
     isr: int
     sp: int
     repeats: int  # ISNs seen more than once in the sample
+    increases: int  # consecutive pairs where the later ISN is ahead in sequence space
 
     def as_env(self, prefix: str = "isn") -> dict[str, int]:
-        return {f"{prefix}_{k}": getattr(self, k) for k in ("count", "gcd", "isr", "sp", "repeats")}
+        keys = ("count", "gcd", "isr", "sp", "repeats", "increases")
+        return {f"{prefix}_{k}": getattr(self, k) for k in keys}
 
 
 def _short_diff(a: int, b: int) -> int:
@@ -52,4 +54,5 @@ def isn_stats(samples: list[tuple[int, float]]) -> IsnStats:
     sd = statistics.pstdev(scaled)
     sp = round(8 * math.log2(sd)) if sd > 1 else 0
     repeats = len(samples) - len({isn for isn, _ in samples})
-    return IsnStats(len(samples), gcd, isr, sp, repeats)
+    increases = sum(1 for a, b in itertools.pairwise(samples) if 0 < (b[0] - a[0]) % MOD < MOD // 2)
+    return IsnStats(len(samples), gcd, isr, sp, repeats, increases)

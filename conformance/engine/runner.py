@@ -268,8 +268,9 @@ class CaseRunner:
         """Many short handshakes from fresh tester ports; each SYN-ACK's ISN is recorded, then reset."""
         spec = step.spec
         samples: list[tuple[int, float]] = []
+        fixed_port = self.s.ports.tester() if spec.same_port else None
         for _ in range(spec.count):
-            port, isn = self.s.ports.tester(), random.randrange(MOD)
+            port, isn = fixed_port or self.s.ports.tester(), random.randrange(MOD)
             self.l_ports.add(port)
             syn = OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port, self.env["t_port"],
                              isn, 0, 0x02, 65535, 0, [OutOption("mss", 1460)])  # fmt: skip

@@ -285,11 +285,12 @@ class CheckSpec(Strict):
 class IsnSampleSpec(Strict):
     """Open ``count`` connections to the listener (SYN, SYN-ACK, RST) and analyse the target's ISNs.
 
-    Binds isn_count, isn_gcd, isn_isr, isn_sp and isn_repeats (see conformance/engine/isn.py).
+    Binds isn_count, isn_gcd, isn_isr, isn_sp, isn_repeats and isn_increases (conformance/engine/isn.py).
     """
 
     count: int = Field(100, ge=3, le=5000)
     spacing: Duration = Field(0.01, description="pause between connections (Nmap spaces its probes too)")
+    same_port: bool = Field(False, description="reuse one tester port: the same 4-tuple every time (clock test)")
     timeout: Duration = 1.0
 
 
