@@ -137,8 +137,8 @@ def handle_arg(req: dict) -> int:
 def deadline_arg(req: dict, default_ms: int) -> float:
     """The monotonic time at which a blocking op gives up, from ``timeout_ms``."""
     timeout_ms = arg(req, "timeout_ms", (int, float), default_ms)
-    if timeout_ms < 0:
-        raise OpError("EINVAL", "timeout_ms must not be negative")
+    if not (0 <= timeout_ms < 1e12):  # also refuses NaN and infinity
+        raise OpError("EINVAL", "timeout_ms must be a finite, non-negative number")
     return time.monotonic() + timeout_ms / 1000.0
 
 
@@ -405,8 +405,8 @@ class Session:
             req = json.loads(line.decode("utf-8"))
             if not isinstance(req, dict):
                 raise ValueError("a request must be a JSON object")
-        except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
-            self.reply_error(None, OpError("EINVAL", f"malformed request: {exc}"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, absurd nesting
+            self.reply_error(None, OpError("EINVAL", f"malformed request: {type(exc).__name__}"))
             return True
         req_id, op = req.get("id"), req.get("op")
         if not isinstance(req_id, int) or isinstance(req_id, bool):

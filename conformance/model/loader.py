@@ -12,9 +12,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
+from . import case as _case_models
 from .case import STEP_MODELS, Alternative, CaseMeta
 
 Path_ = tuple[str | int, ...]
+
+
+_MODEL_NAMES = {name for name, obj in vars(_case_models).items() if isinstance(obj, type)}
 
 
 class CaseFormatError(ValueError):
@@ -52,6 +56,11 @@ class Case:
         return self.meta.id
 
 
+def one_line(text: str) -> str:
+    """Errors are one line even when a key or value of the input holds line breaks."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def format_path(path: Path_) -> str:
     out = ""
     for part in path:
@@ -73,9 +82,10 @@ class _Positions:
                 self.at[()] = (node.lc.line + 1, node.lc.col + 1)
             out = {}
             for key, value in node.items():
-                line, col = node.lc.value(key) if key in node.lc.data else (node.lc.line, node.lc.col)
+                known = key in (node.lc.data or {})
+                line, col = node.lc.value(key) if known else (node.lc.line, node.lc.col)
                 self.at[(*path, str(key))] = (line + 1, col + 1)
-                if key in node.lc.data:
+                if known:
                     key_line, key_col = node.lc.key(key)
                     self.keys[(*path, str(key))] = (key_line + 1, key_col + 1)
                 out[str(key)] = self.walk(value, (*path, str(key)))
@@ -83,7 +93,7 @@ class _Positions:
         if isinstance(node, CommentedSeq):
             out_list = []
             for i, value in enumerate(node):
-                line, col = node.lc.item(i) if i in node.lc.data else (node.lc.line, node.lc.col)
+                line, col = node.lc.item(i) if i in (node.lc.data or {}) else (node.lc.line, node.lc.col)
                 self.at[(*path, i)] = (line + 1, col + 1)
                 out_list.append(self.walk(value, (*path, i)))
             return out_list
@@ -114,15 +124,16 @@ class _Builder:
     def error(self, path: Path_, message: str, *, at_key: bool = False) -> CaseFormatError:
         """An error about the value at ``path`` (or, with ``at_key``, about the key itself)."""
         line, col = self.pos.find_key(path) if at_key else self.pos.find(path)
-        return CaseFormatError(f"{self.source}:{line}:{col}: {format_path(path)}: {message}")
+        return CaseFormatError(one_line(f"{self.source}:{line}:{col}: {format_path(path)}: {message}"))
 
     def validate(self, model: type[BaseModel], data: Any, path: Path_) -> Any:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
-            loc = tuple(p for p in loc if p not in ("function-before", "function-after"))
+            # pydantic puts validator and union-member names into loc; keys of the input stay.
+            loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _MODEL_NAMES)))
+            loc = tuple(p for p in loc if p not in ("function-before", "function-after", "function-plain"))
             at_key = first["type"] == "extra_forbidden"
             message = "unknown key" if at_key else _clean_message(first["msg"])
             raise self.error((*path, *loc), message, at_key=at_key) from None
@@ -186,13 +197,16 @@ def load_yaml_with_positions(text: str, source: str) -> tuple[Any, _Positions]:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = exc.problem or exc.context or "invalid YAML"
-        raise CaseFormatError(f"{where}: YAML: {problem}") from None
+        raise CaseFormatError(one_line(f"{where}: YAML: {problem}")) from None
     except ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
         line, col = _line_col(text, exc.position)
         message = f"(top): character {exc.character!r} is not allowed in YAML"
         raise CaseFormatError(f"{source}:{line}:{col}: {message}") from None
     except YAMLError as exc:
-        raise CaseFormatError(f"{source}:1:1: YAML: {str(exc).splitlines()[0]}") from None
+        raise CaseFormatError(one_line(f"{source}:1:1: (top): YAML: {str(exc).splitlines()[0]}")) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a scalar ruamel cannot build (e.g. 2024-13-01)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaseFormatError(one_line(f"{source}:1:1: (top): YAML: a value cannot be read: {detail}")) from None
     positions = _Positions()
     try:
         return positions.walk(doc), positions

@@ -108,6 +108,8 @@ def load_targets(path: Path) -> dict[str, TargetConfig]:
         raise TargetConfigError(f"{source}: targets file not found (use --targets-file PATH)") from None
     except OSError as exc:
         raise TargetConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TargetConfigError(_not_utf8(source, path.read_bytes(), exc)) from None
     try:
         data, positions = load_yaml_with_positions(text, source)
         builder = _Builder(source, positions)
@@ -116,7 +118,7 @@ def load_targets(path: Path) -> dict[str, TargetConfig]:
         out = {}
         for name, entry in data["targets"].items():
             if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
-                raise builder.error(("targets", name), f"bad target name '{name}' (lower-case, digits, - _ .)")
+                raise builder.error(("targets", name), f"bad target name {name!r} (lower-case, digits, - _ .)")
             if not isinstance(entry, dict):
                 raise builder.error(("targets", name), "a target entry is a mapping (kind, description, ...)")
             out[name] = builder.validate(TargetConfig, {**entry, "name": name}, ("targets", name))
@@ -135,6 +137,12 @@ def select_target(path: Path, name: str) -> TargetConfig:
     return targets[name]
 
 
+def _not_utf8(source: str, raw: bytes, exc: UnicodeDecodeError) -> str:
+    line = raw[: exc.start].count(b"\n") + 1
+    col = exc.start - (raw[: exc.start].rfind(b"\n") + 1) + 1
+    return f"{source}:{line}:{col}: (top): not UTF-8: byte 0x{raw[exc.start]:02x}"
+
+
 class Deviation(Strict):
     """A reviewed, known deviation: the case keeps its verdict, the run is not failed by it."""
 
@@ -150,6 +158,8 @@ def load_expectations(targets_file: Path, entry: TargetConfig) -> dict[str, Devi
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TargetConfigError(_not_utf8(source, path.read_bytes(), exc)) from None
     except OSError as exc:
         raise TargetConfigError(
             f"{targets_file}: targets.{entry.name}.expectations: cannot read {source}: {exc.strerror}"
