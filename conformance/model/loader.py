@@ -12,13 +12,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from . import case as _case_models
 from .case import STEP_MODELS, Alternative, CaseMeta
 
 Path_ = tuple[str | int, ...]
-
-
-_MODEL_NAMES = {name for name, obj in vars(_case_models).items() if isinstance(obj, type)}
 
 
 class CaseFormatError(ValueError):
@@ -109,6 +105,31 @@ class _Positions:
         return (1, 1)
 
 
+_PYDANTIC_TAGS = {"str", "int", "float", "bool", "list", "dict", "tuple", "set", "bytes", "none", "is-instance"}
+
+
+def _input_path(data: Any, loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    """The part of pydantic's error location that names places in the input.
+
+    pydantic also puts validator and union-member names into a location ('function-plain[...]', 'str').
+    A part found in the input is always kept, whatever the key is called; a part that is not (a field
+    after a shorthand was expanded, a missing field) is kept unless it looks like such a tag.
+    """
+    out: list[str | int] = []
+    current: Any = data
+    for part in loc:
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
+            current = current[part]
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-") or part in _PYDANTIC_TAGS):
+            continue
+        else:
+            current = None
+        out.append(part)
+    return tuple(out)
+
+
 def _clean_message(message: str) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
@@ -131,9 +152,7 @@ class _Builder:
             return model.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            # pydantic puts validator and union-member names into loc; keys of the input stay.
-            loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _MODEL_NAMES)))
-            loc = tuple(p for p in loc if p not in ("function-before", "function-after", "function-plain"))
+            loc = _input_path(data, first["loc"])
             at_key = first["type"] == "extra_forbidden"
             message = "unknown key" if at_key else _clean_message(first["msg"])
             raise self.error((*path, *loc), message, at_key=at_key) from None
@@ -204,7 +223,7 @@ def load_yaml_with_positions(text: str, source: str) -> tuple[Any, _Positions]:
         raise CaseFormatError(f"{source}:{line}:{col}: {message}") from None
     except YAMLError as exc:
         raise CaseFormatError(one_line(f"{source}:1:1: (top): YAML: {str(exc).splitlines()[0]}")) from None
-    except (ValueError, TypeError, OverflowError) as exc:  # a scalar ruamel cannot build (e.g. 2024-13-01)
+    except Exception as exc:  # ruamel's constructor fails in many ways on scalars it cannot build (2024-13-01)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CaseFormatError(one_line(f"{source}:1:1: (top): YAML: a value cannot be read: {detail}")) from None
     positions = _Positions()
