@@ -158,30 +158,29 @@ class ExpectSpec(Strict):
         return value
 
 
-class ExpectNoneSpec(Strict):
-    """A silence window: no segment matching the filter may arrive (any segment if no filter is given)."""
+class SegmentFilter(Strict):
+    """Which segments a window watches: the fields given must match (no field: every segment)."""
 
-    for_: Duration = Field(alias="for")
     flags: Flags | None = None
     ignore_flags: Flags = Field(default="PEC", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
     seq: Match | None = None
     ack: Match | None = None
     len: Match | None = None
     end_seq: Match | None = None
+
+
+class ExpectNoneSpec(SegmentFilter):
+    """A silence window: no segment matching the filter may arrive (any segment if no filter is given)."""
+
+    for_: Duration = Field(alias="for")
     reason: str | None = None
 
 
-class ExpectCountSpec(Strict):
+class ExpectCountSpec(SegmentFilter):
     """Count the segments matching a filter during a window (e.g. how many challenge ACKs are sent)."""
 
     for_: Duration = Field(alias="for")
     count: Match = Field(description="N or low..high")
-    flags: Flags | None = None
-    ignore_flags: Flags = Field(default="PEC", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
-    seq: Match | None = None
-    ack: Match | None = None
-    len: Match | None = None
-    end_seq: Match | None = None
     record: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]*$", description="report the count under this name")
     reason: str = Field(description="what the count establishes")
 
