@@ -28,8 +28,9 @@ from .model.loader import Case, CaseFormatError, load_case
 from .report import allure_glue
 from .results import RunWriter, case_record, finalize, iso, read_cases, requirement_ids, summarize
 from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
-from .targets.local import LocalTarget
+from .targets.factory import Target, make_target, port_allocator
 from .targets.netns import NetnsError, check_prerequisites
+from .targets.reach import TargetStartError
 from .upper_tester import AgentError
 
 STATE = pytest.StashKey["RunState"]()
@@ -66,7 +67,7 @@ class RunState:
             self.run_dir = config.rootpath / "reports" / f"{stamp}-{self.target_name}"
         self.config_entry: TargetConfig | None = None
         self.expectations: dict[str, Deviation] = {}
-        self.instance: LocalTarget | None = None
+        self.instance: Target | None = None
         self.start_error: str | None = None
         self.ports = PortAllocator()
         self.writer: RunWriter | None = None
@@ -78,21 +79,22 @@ class RunState:
             entry = select_target(self.targets_file, self.target_name)
             self.expectations = load_expectations(self.targets_file, entry)
             self.config_entry = entry
+            self.ports = port_allocator(entry, self.worker)
         return self.config_entry
 
     def deviation(self, case_id: str, family: str) -> Deviation | None:
         return self.expectations.get(f"{case_id}[{family}]") or self.expectations.get(case_id)
 
-    def target(self) -> LocalTarget:
+    def target(self) -> Target:
         """The started target of this worker, created on first use; a failed start is remembered."""
         if self.start_error:
             raise TargetUnavailable(self.start_error)
         if self.instance is None:
             try:
                 entry = self.load_target()
-                instance = LocalTarget(entry, self.worker, log_dir=self.run_dir)
+                instance = make_target(entry, self.worker, self.run_dir, self.targets_file.resolve().parent)
                 instance.start()
-            except (TargetConfigError, NetnsError, AgentError, OSError) as exc:
+            except (TargetConfigError, TargetStartError, NetnsError, AgentError, OSError) as exc:
                 self.start_error = f"target '{self.target_name}' could not be started: {exc}"
                 raise TargetUnavailable(self.start_error) from None
             self.instance = instance
@@ -262,7 +264,7 @@ class CaseItem(pytest.Item):
         session = Session(
             target.link, target.agent, self.family, addresses.tester, addresses.target,  # type: ignore[arg-type]
             target.capabilities, state.profile, state.ports, addresses.prefix,
-            entry.flood_rate_cap if entry.allow_flood else 0,
+            entry.flood_rate_cap if entry.allow_flood else 0, entry.ports.open,
         )  # fmt: skip
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"

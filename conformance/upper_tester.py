@@ -139,9 +139,15 @@ class AgentClient:
     def connect_tcp(cls, host: str, port: int, token: str | None, timeout: float = 5.0) -> AgentClient:
         """Connect to an agent started with ``--listen HOST:PORT`` and say hello."""
         sock = socket.create_connection((host, port), timeout=timeout)
+        return cls.over_socket(sock, token, f"agent@{host}:{port}", timeout)
+
+    @classmethod
+    def over_socket(cls, sock: socket.socket, token: str | None, name: str, timeout: float = 5.0) -> AgentClient:
+        """Speak to an agent over an already connected stream socket (TCP or UNIX) and say hello."""
         sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = cls(sock.makefile("rb"), sock.makefile("wb"), sock=sock, name=f"agent@{host}:{port}")
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = cls(sock.makefile("rb"), sock.makefile("wb"), sock=sock, name=name)
         client._handshake(token, timeout)
         return client
 

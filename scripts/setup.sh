@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools: ip and nft for the local target; tshark to check captures, chromium (+ driver) to check
-# the HTML report in a real browser (both only used by the project's own tests).
+# System tools: ip and nft for the local target; ethtool for the lab of the remote-target tests; tshark to
+# check captures, chromium (+ driver) to check the HTML report in a real browser (only the project's tests).
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
+command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)

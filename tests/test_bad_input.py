@@ -35,7 +35,7 @@ def test_a_malformed_case_is_one_collection_error_line(tmp_path: Path) -> None:
 def test_an_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--target=nope", "testcases")
     assert run.returncode == 4
-    assert "ERROR: " in run.stderr and "no target named 'nope' (defined: local," in run.stderr
+    assert "ERROR: " in run.stderr and "no target named 'nope' (defined: lab-server," in run.stderr
     assert "Traceback" not in run.stdout + run.stderr
 
 
@@ -48,11 +48,22 @@ def test_a_missing_targets_file_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("targets:\n  local:\n    kind: remote\n", "targets.yaml:3:11: targets.local.kind: unknown kind 'remote'"),
+        ("targets:\n  local:\n    kind: cloud\n", "targets.yaml:3:11: targets.local.kind: unknown kind 'cloud'"),
+        ("targets:\n  lab:\n    kind: remote\n", "targets.yaml:3:5: targets.lab: a remote target needs `link`"),
+        ("targets:\n  lab:\n    kind: remote\n    link: {type: afpacket}\n",
+         "targets.yaml:4:11: targets.lab.link: an afpacket link needs `interface`"),
+        ("targets:\n  lab:\n    kind: remote\n    link: {type: stream, address: unix:/x, tester_mac: 02:00}\n",
+         "targets.yaml:4:56: targets.lab.link.tester_mac: not a MAC address: '02:00'"),
+        ("targets:\n  lab:\n    kind: remote\n    link: {type: stream, address: unix:/x}\n    agent: {address: x}\n",
+         "targets.yaml:5:12: targets.lab.agent: agent address 'x' is not HOST:PORT"),
+        ("targets:\n  lab:\n    kind: launched\n    link: {type: tap}\n",
+         "targets.yaml:3:5: targets.lab: a launched target needs `launch`"),
+        ("targets:\n  lab:\n    kind: remote\n    link: {type: stream, address: unix:/x}\n    ports: {closed: 9-1}\n",
+         "targets.yaml:5:21: targets.lab.ports.closed: closed ports '9-1': expected a range LOW-HIGH"),
         ("targets:\n  local:\n    kind: local\n    sysctls: {kernel.panic: 1}\n",
          "targets.yaml:4:14: targets.local.sysctls: sysctl 'kernel.panic': only per-namespace net.* keys"),
         ("targets:\n  local:\n    kind: local\n    ipv4: {target: 198.18.0.1, tester: 198.19.0.2, prefix: 24}\n",
-         "targets.yaml:4:11: targets.local.ipv4: tester address 198.19.0.2 is not on the target's subnet"),
+         "targets.yaml:3:5: targets.local: ipv4: tester address 198.19.0.2 is not on the target's subnet"),
         ("targets: [local]\n", "targets.yaml:1:1: (top): a targets file is a mapping"),
         ("targets:\n  local:\n    kind: local\n  local:\n    kind: local\n",
          "targets.yaml:4:3: YAML: found duplicate key"),

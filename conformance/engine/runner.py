@@ -647,7 +647,8 @@ class CaseRunner:
         spec: UtSpec = step.spec
         agent = self.s.agent
         if agent is None:
-            raise StepError("this target has no upper tester")
+            self._agentless_ut(spec, record)
+            return
         if spec.op == "await":
             if spec.as_ not in self.calls:
                 raise StepError(f"line {step.line}: no nowait call named '{spec.as_}'")
@@ -661,6 +662,15 @@ class CaseRunner:
             record.detail = "submitted"
             return
         self._finish_ut(spec, call, spec, record)
+
+    def _agentless_ut(self, spec: UtSpec, record: StepRecord) -> None:
+        """Without an agent only a passive open can be stood in for: by the port a service listens on."""
+        if spec.op == "listen" and self.s.open_port is not None and not spec.nowait:
+            self.env["t_port"] = self.s.open_port
+            self.t_ports.add(self.s.open_port)
+            record.detail = f"agentless: the declared open port {self.s.open_port}"
+            return
+        raise StepError(f"this target has no upper tester for `ut: {spec.op}` (the case should require ut.{spec.op})")
 
     def _sock(self, spec: UtSpec, default: str) -> int:
         name = spec.sock or default

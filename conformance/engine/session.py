@@ -22,12 +22,14 @@ class PortAllocator:
     """Fresh ports for every case, so no case meets a connection (or TIME-WAIT) left by another.
 
     Tester ports come from 10000 upwards; ports on the target that nothing listens on (closed ports,
-    the local side of the target's active opens) from 1024..9999, below every stack's ephemeral range.
+    the local side of the target's active opens) from 1024..9999, below every stack's ephemeral range
+    (targets.yaml's ``ports.closed`` declares another range for targets that are not ours).
     """
 
-    def __init__(self, tester_start: int = 10000, target_start: int = 1024) -> None:
-        self._tester = itertools.cycle(range(tester_start, 65536))
-        self._target = itertools.cycle(range(target_start, 10000))
+    def __init__(self, tester_start: int = 10000, target_start: int = 1024, target_end: int = 9999,
+                 tester_end: int = 65535) -> None:  # fmt: skip
+        self._tester = itertools.cycle(range(tester_start, tester_end + 1))
+        self._target = itertools.cycle(range(target_start, target_end + 1))
 
     def tester(self) -> int:
         return next(self._tester)
@@ -48,6 +50,7 @@ class Session:
     ports: PortAllocator = field(default_factory=PortAllocator)
     prefix: int | None = None  # the target's subnet, for the broadcast address
     flood_rate_cap: int = 0  # packets per second a flood may send to this target (0: no floods)
+    open_port: int | None = None  # agentless targets: a port where a service listens, standing in for `ut: listen`
 
     def __post_init__(self) -> None:
         af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6

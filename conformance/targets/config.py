@@ -12,8 +12,9 @@ from pydantic import Field, field_validator, model_validator
 
 from ..model.case import Strict
 from ..model.loader import CaseFormatError, _Builder, load_yaml_with_positions
+from ..wire.ethernet import parse_mac
 
-SUPPORTED_KINDS = ("local",)
+SUPPORTED_KINDS = ("local", "remote", "launched")
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
 
 
@@ -36,9 +37,6 @@ class Addresses(Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> Addresses:
-        net = ipaddress.ip_network(f"{self.target}/{self.prefix}", strict=False)
-        if ipaddress.ip_address(self.tester) not in net:
-            raise ValueError(f"tester address {self.tester} is not on the target's subnet {net}")
         if self.tester == self.target:
             raise ValueError("tester and target need different addresses")
         return self
@@ -48,6 +46,95 @@ class Addresses(Strict):
     def _ip(cls, value: str) -> str:
         ipaddress.ip_address(value)
         return value
+
+
+def _mac(value: str | None) -> str | None:
+    if value is not None:
+        parse_mac(value)
+    return value
+
+
+class Gateway(Strict):
+    """The router in front of a target that is not on the tester's link: its MAC is resolved instead."""
+
+    ipv4: str | None = None
+    ipv6: str | None = None
+
+    @field_validator("ipv4", "ipv6")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
+
+
+class LinkConfig(Strict):
+    """How the lower tester reaches the target's TCP stack (PIXIT)."""
+
+    type: Literal["tun", "afpacket", "tap", "stream"] = Field(
+        description="tun: local kind only; afpacket: a named Ethernet interface; tap: a tap the suite creates "
+        "for a launched stack; stream: QEMU/passt socket framing at `address`"
+    )
+    interface: str | None = Field(None, description="afpacket: the interface; tap: the tap's name (default ltap0)")
+    netns: str | None = Field(None, description="the network namespace holding the interface (default: the suite's)")
+    address: str | None = Field(None, description="stream: unix:PATH or HOST:PORT")
+    tester_mac: str = "02:00:00:00:00:02"
+    target_mac: str | None = Field(None, description="the target's MAC; resolved with ARP / ND when absent")
+    gateway: Gateway | None = None
+    resolve_timeout: float = Field(3.0, gt=0, le=60)
+
+    @field_validator("tester_mac", "target_mac")
+    @classmethod
+    def _mac_ok(cls, value: str | None) -> str | None:
+        return _mac(value)
+
+    @model_validator(mode="after")
+    def _complete(self) -> LinkConfig:
+        if self.type == "afpacket" and not self.interface:
+            raise ValueError("an afpacket link needs `interface`")
+        if self.type == "stream" and not self.address:
+            raise ValueError("a stream link needs `address` (unix:PATH or HOST:PORT)")
+        if self.interface is not None and not re.fullmatch(r"[A-Za-z0-9_.{}-]{1,32}", self.interface):
+            raise ValueError(f"bad interface name {self.interface!r}")
+        return self
+
+
+class AgentConfig(Strict):
+    """Where the upper tester is: the launched program's stdin/stdout, or a management address."""
+
+    transport: Literal["stdio", "tcp", "unix"] = "tcp"
+    address: str | None = Field(None, description="tcp: HOST:PORT ([v6]:PORT); unix: a socket path")
+    netns: str | None = Field(None, description="the namespace from which to connect (default: the suite's)")
+    token: str | None = Field(None, description="the agent's token (prefer token_env)")
+    token_env: str | None = Field(None, description="name of an environment variable holding the token")
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the agent's hello")
+
+    @model_validator(mode="after")
+    def _complete(self) -> AgentConfig:
+        if self.transport != "stdio" and not self.address:
+            raise ValueError(f"a {self.transport} agent needs `address`")
+        if self.transport == "tcp" and self.address and ":" not in self.address:
+            raise ValueError(f"agent address {self.address!r} is not HOST:PORT")
+        return self
+
+
+class Ports(Strict):
+    """Ports on the target for cases that run without an upper tester (agentless) or need closed ports."""
+
+    open: int | None = Field(None, ge=1, le=65535, description="a port where a service listens (agentless listen)")
+    closed: str = Field("1024-9999", description="a range of ports nothing listens on, e.g. 20000-29999")
+
+    @field_validator("closed")
+    @classmethod
+    def _range(cls, value: str) -> str:
+        m = re.fullmatch(r"(\d+)-(\d+)", value)
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
+            raise ValueError(f"closed ports {value!r}: expected a range LOW-HIGH within 1-65535")
+        return value
+
+    def closed_range(self) -> tuple[int, int]:
+        low, high = self.closed.split("-")
+        return int(low), int(high)
 
 
 class TargetConfig(Strict):
@@ -67,6 +154,14 @@ class TargetConfig(Strict):
     expectations: str | None = Field(
         None, description="file of reviewed known deviations (relative to the targets file)"
     )
+    link: LinkConfig | None = Field(None, description="remote and launched kinds: how the tester reaches the stack")
+    agent: AgentConfig | None = Field(None, description="the upper tester; absent: agentless (no socket actions)")
+    ports: Ports = Ports()
+    launch: list[str] | None = Field(None, description="launched kind: the command (argv) that starts the stack")
+    teardown: list[str] | None = Field(None, description="launched kind: a command run after the stack is stopped")
+    needs: list[str] = Field([], description="launched kind: files that must exist (built by `build`)")
+    build: str | None = Field(None, description="launched kind: the command that installs the stack (for messages)")
+    ready_timeout: float = Field(30.0, gt=0, le=600, description="seconds for a launched stack to become ready")
 
     @field_validator("kind")
     @classmethod
@@ -74,6 +169,36 @@ class TargetConfig(Strict):
         if value not in SUPPORTED_KINDS:
             raise ValueError(f"unknown kind '{value}' (supported: {', '.join(SUPPORTED_KINDS)})")
         return value
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> TargetConfig:
+        for family in self.families:
+            addresses = self.address(family)
+            routed = self.link is not None and getattr(self.link.gateway, family, None) is not None
+            net = ipaddress.ip_network(f"{addresses.target}/{addresses.prefix}", strict=False)
+            if not routed and ipaddress.ip_address(addresses.tester) not in net:
+                raise ValueError(
+                    f"{family}: tester address {addresses.tester} is not on the target's subnet {net} "
+                    "(a target behind a router needs link.gateway)"
+                )
+        if self.kind == "local":
+            if self.link is not None and self.link.type != "tun":
+                raise ValueError("the local kind always uses its own TUN link; remove `link` or pick kind remote")
+            if self.agent is not None or self.launch is not None:
+                raise ValueError("the local kind starts its own agent; `agent` and `launch` are for other kinds")
+            return self
+        if self.link is None:
+            raise ValueError(f"a {self.kind} target needs `link`")
+        if self.link.type == "tun":
+            raise ValueError("a tun link exists only for the local kind")
+        if self.kind == "remote":
+            if self.link.type == "tap" or self.launch is not None:
+                raise ValueError("`launch` and tap links belong to the launched kind")
+            if self.sysctls or self.nft.strip():
+                raise ValueError("sysctls and nft are applied only to the local kind (a remote host is not ours)")
+        if self.kind == "launched" and not self.launch:
+            raise ValueError("a launched target needs `launch` (the command that starts the stack)")
+        return self
 
     @field_validator("sysctls")
     @classmethod
@@ -86,11 +211,21 @@ class TargetConfig(Strict):
     def address(self, family: str) -> Addresses:
         return self.ipv4 if family == "ipv4" else self.ipv6
 
-    def declared_capabilities(self) -> set[str]:
-        """The ICS: declared explicitly, or for the local kind derived from its sysctls."""
+    def declared_capabilities(self, agent_ops: list[str] | None = None) -> set[str]:
+        """The ICS: declared explicitly (plus what the running agent offers), or for the local kind derived
+        from its sysctls. Agentless, a declared open port stands in for ``ut.listen``."""
+        if self.kind != "local":
+            caps = set(self.capabilities or [])
+            if agent_ops is not None:
+                caps |= {"ut"} | {f"ut.{op}" for op in agent_ops if op in UT_OPS}
+            elif self.ports.open is not None:
+                caps.add("ut.listen")
+            if self.kind == "launched":
+                caps.add("net.broadcast")  # its link is the suite's own: broadcasts reach nobody else
+            return caps | ({"flood"} if self.allow_flood else set())
         if self.capabilities is not None:
-            return set(self.capabilities) | ({"flood"} if self.allow_flood else set())
-        caps = {f"ut.{op}" for op in UT_OPS} | {"ut"}
+            return set(self.capabilities) | {"net.broadcast"} | ({"flood"} if self.allow_flood else set())
+        caps = {f"ut.{op}" for op in UT_OPS} | {"ut", "net.broadcast"}
         for capability, sysctl in LOCAL_TCP_FEATURES.items():
             if str(self.sysctls.get(sysctl, "1")) != "0":
                 caps.add(capability)

@@ -1,0 +1,77 @@
+"""The AF_PACKET link: the tester on a named Ethernet interface, with its own MAC and addresses.
+
+No kernel holds the tester's addresses on that interface, so none answers for the tester; the tester
+answers ARP and neighbour solicitations itself (:class:`~.ethernet.Neighbours`). One raw socket
+transmits; a second one captures both directions with kernel timestamps, the tester's frames appearing
+as PACKET_OUTGOING (the transmitting socket never sees its own frames).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+
+from .capture import PACKET_OUTGOING, capture_drops, open_capture, promiscuous, read_timestamped
+from .ethernet import Neighbours
+from .ethernet_link import EthernetLink
+from .link import LinkDown
+
+
+class AfPacketLink(EthernetLink):
+    records_own_frames = True
+
+    def __init__(self, ifname: str, tx: socket.socket, capture: socket.socket, neighbours: Neighbours) -> None:
+        poller = select.poll()
+        poller.register(capture.fileno(), select.POLLIN)
+        super().__init__(neighbours, poller)
+        self.name = ifname
+        self.tx = tx
+        self.capture = capture
+
+    @classmethod
+    def open(cls, ifname: str, neighbours: Neighbours) -> AfPacketLink:
+        """Open both sockets in the calling thread's namespace; raises LinkDown if the interface is missing."""
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            raise LinkDown(errno.ENODEV, f"no interface named {ifname!r} here") from None
+        tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            tx.bind((ifname, 0))
+            capture = open_capture(ifname, socket.SOCK_RAW)
+        except OSError:
+            tx.close()
+            raise
+        try:
+            promiscuous(capture, ifindex)
+        except OSError:
+            capture.close()
+            tx.close()
+            raise
+        return cls(ifname, tx, capture, neighbours)
+
+    def _transmit(self, frame: bytes) -> None:
+        try:
+            self.tx.send(frame)
+        except OSError as exc:
+            if exc.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV, errno.EBADF):
+                raise LinkDown(exc.errno, f"interface {self.name} is down: {exc.strerror}") from None
+            raise
+
+    def _read_raw(self) -> tuple[bytes, float, bool] | None:
+        got = read_timestamped(self.capture)
+        if got is None:
+            return None
+        frame, ts, pkttype = got
+        return frame, ts, pkttype == PACKET_OUTGOING
+
+    def drops(self) -> int:
+        return capture_drops(self.capture)
+
+    def close(self) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._poll.unregister(self.capture.fileno())
+        self.capture.close()
+        self.tx.close()
