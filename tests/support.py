@@ -56,11 +56,18 @@ class SuiteRun:
         return {f"{c['id']}[{c['family']}]": c["verdict"] for c in self.results["cases"]}
 
 
-def run_suite(tmp_path: Path, *args: str, cwd: Path = REPO, timeout: float = 300) -> SuiteRun:
-    """Run the suite in a separate pytest process, as a user would, and collect its report."""
+def run_suite(
+    tmp_path: Path, *args: str, cwd: Path = REPO, timeout: float = 300, prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> SuiteRun:  # fmt: skip
+    """Run the suite in a separate pytest process, as a user would, and collect its report.
+
+    ``prefix`` runs it through another command (``ip netns exec BENCH``); ``env`` adds environment variables.
+    """
     report_dir = tmp_path / "report"
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--report-dir", str(report_dir), *args]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--report-dir", str(report_dir), *args]
+    environ = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

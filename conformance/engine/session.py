@@ -18,6 +18,9 @@ class Link(Protocol):
     def flush(self) -> int: ...
 
 
+TESTER_BLOCK = 4
+
+
 class PortAllocator:
     """Fresh ports for every case, so no case meets a connection (or TIME-WAIT) left by another.
 
@@ -28,7 +31,10 @@ class PortAllocator:
 
     def __init__(self, tester_start: int = 10000, target_start: int = 1024, target_end: int = 9999,
                  tester_end: int = 65535) -> None:  # fmt: skip
-        self._tester = itertools.cycle(range(tester_start, tester_end + 1))
+        # Blocks of TESTER_BLOCK ports, the case getting the second: cases also send from l_port - 1 up to
+        # l_port + 2, and those ports must be as fresh as l_port (an agentless target's shared open port
+        # would otherwise meet the connection an earlier case left there).
+        self._tester = itertools.cycle(range(tester_start + 1, tester_end - TESTER_BLOCK + 2, TESTER_BLOCK))
         self._target = itertools.cycle(range(target_start, target_end + 1))
 
     def tester(self) -> int:
