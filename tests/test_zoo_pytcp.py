@@ -303,3 +303,58 @@ def test_syn_synack_latency(target: Target, record_property: Callable[[str, obje
     record_property("syn_synack_median_ms", round(median_ms, 2))
     print(f"\nPyTCP SYN -> SYN-ACK over 20 probes: median {median_ms:.2f} ms, max {max(samples) * 1000:.2f} ms")
     assert median_ms < 200
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_connect_to_closed_tester_port_is_refused(target: Target, family: str) -> None:
+    agent, tester = target.agent, target.tester
+    port = next(PORTS)
+    connect = agent.submit("connect", family=family, addr=TESTER[family], port=port, timeout_ms=5000)
+    syn_in = tester.expect(family, lambda t: t.dport == port and "S" in t.flags and "A" not in t.flags)
+    tester.send(family, TCP(sport=port, dport=syn_in.sport, flags="RA", seq=0, ack=syn_in.seq + 1))
+    with pytest.raises(AgentError) as refused:
+        connect.wait(7.0)
+    assert refused.value.error == "ECONNREFUSED"
+
+
+def test_blocking_ops_do_not_hold_up_others_and_end_on_close(target: Target) -> None:
+    """A waiting accept leaves state answerable; recv times out with ETIMEDOUT; close ends a waiting recv (EBADF)."""
+    agent, tester = target.agent, target.tester
+    port, sport = next(PORTS), next(PORTS)
+    listener = agent.call("listen", family="ipv4", port=port)["sock"]
+    accept = agent.submit("accept", sock=listener, timeout_ms=5000)
+    started = time.monotonic()
+    assert agent.call("state", sock=listener)["state"] == "LISTEN"
+    assert time.monotonic() - started < 1.0 and not accept.done()
+    handshake(target, "ipv4", sport, port)
+    conn = accept.wait(7.0)["sock"]
+    with pytest.raises(AgentError) as idle:
+        agent.call("recv", sock=conn, timeout_ms=200)
+    assert idle.value.error == "ETIMEDOUT"
+    recv = agent.submit("recv", sock=conn, timeout_ms=5000)
+    agent.call("close", sock=conn)
+    with pytest.raises(AgentError) as closed:
+        recv.wait(3.0)
+    assert closed.value.error == "EBADF"
+    tester.expect("ipv4", lambda t: t.dport == sport and "F" in t.flags)
+    tester.send("ipv4", TCP(sport=sport, dport=port, flags="R", seq=1001))
+    agent.call("close", sock=listener)
+
+
+def test_startup_time_to_hello_and_first_synack(target: Target, record_property: Callable[[str, object], None]) -> None:
+    """A fresh instance on the spare tap: spawn -> hello answered, spawn -> first SYN-ACK (IPv4, ARP included)."""
+    tester = TapTester.open(target.ns, TAP_SPARE)
+    try:
+        started = time.monotonic()
+        with AgentClient.spawn(argv(target.ns, TAP_SPARE, TOKEN), token=TOKEN, hello_timeout=HELLO_TIMEOUT_S) as agent:
+            hello_s = time.monotonic() - started
+            agent.call("listen", family="ipv4", port=8000)
+            tester.send("ipv4", syn(8001, 8000, 1000))
+            tester.expect("ipv4", lambda t: t.dport == 8001 and t.flags == "SA")
+            synack_s = time.monotonic() - started
+    finally:
+        tester.close()
+    record_property("startup_hello_s", round(hello_s, 3))
+    record_property("startup_first_synack_s", round(synack_s, 3))
+    print(f"\nPyTCP start-up: hello after {hello_s:.3f} s, first SYN-ACK after {synack_s:.3f} s")
+    assert hello_s < HELLO_TIMEOUT_S and synack_s < HELLO_TIMEOUT_S
