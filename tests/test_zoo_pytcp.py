@@ -147,21 +147,24 @@ def remove_namespace(ns: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def target() -> Iterator[Target]:
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     ns = make_namespace("pytcp")
     agent = None
     tester = None
+    stderr_path = tmp_path_factory.mktemp("zoo-pytcp") / "stderr.txt"
     try:
-        tester = TapTester.open(ns, TAP)
-        started = time.monotonic()
-        agent = AgentClient.spawn(argv(ns, TAP, TOKEN), token=TOKEN, stderr=subprocess.PIPE, hello_timeout=30.0)
-        yield Target(ns, agent, tester, started, time.monotonic() - started)
+        with stderr_path.open("wb") as stderr:
+            tester = TapTester.open(ns, TAP)
+            started = time.monotonic()
+            agent = AgentClient.spawn(argv(ns, TAP, TOKEN), token=TOKEN, stderr=stderr, hello_timeout=HELLO_TIMEOUT_S)
+            yield Target(ns, agent, tester, started, time.monotonic() - started)
     finally:
         if agent is not None:
             agent.close()
         if tester is not None:
             tester.close()
         remove_namespace(ns)
+    assert "Traceback" not in stderr_path.read_text(errors="replace"), f"the program logged an exception: {stderr_path}"
 
 
 PORTS = itertools.count(20000)
@@ -358,3 +361,12 @@ def test_startup_time_to_hello_and_first_synack(target: Target, record_property:
     record_property("startup_first_synack_s", round(synack_s, 3))
     print(f"\nPyTCP start-up: hello after {hello_s:.3f} s, first SYN-ACK after {synack_s:.3f} s")
     assert hello_s < HELLO_TIMEOUT_S and synack_s < HELLO_TIMEOUT_S
+
+
+def test_unanswered_connect_times_out(target: Target) -> None:
+    port = next(PORTS)
+    with pytest.raises(AgentError) as timed_out:
+        target.agent.call("connect", family="ipv6", addr=TESTER["ipv6"], port=port, timeout_ms=500)
+    assert timed_out.value.error == "ETIMEDOUT"
+    target.tester.expect("ipv6", lambda t: t.dport == port and "S" in t.flags)
+    assert target.agent.call("hello")["protocol"] == 1  # the agent carries on
