@@ -207,7 +207,10 @@ def test_passive_open_data_both_ways_and_fin(target: Target, family: str) -> Non
     assert accepted["peer"] == [TESTER[family], sport]
     assert accepted["local"] == [TARGET[family], port]
     conn = accepted["sock"]
-    assert agent.call("state", sock=conn)["state"] == "ESTABLISHED"
+    established = agent.call("state", sock=conn)
+    assert established["state"] == "ESTABLISHED"
+    assert established["info"]["snd_mss"] == 1400  # the MSS the tester's SYN announced
+    assert established["info"]["options"] == []  # the tester offered no SACK, timestamps or window scaling
     rcv_nxt, snd_nxt = synack.seq + 1, 1001
 
     # target -> tester

@@ -47,6 +47,7 @@ PATTERN = b"0123456789abcdef"
 SHUT = {"rd": 0, "wr": 1, "rdwr": 2}
 # PyTCP FsmState names -> RFC 9293 names (docs/agent-protocol.md 5.10).
 STATE_NAMES = {"SYN_RCVD": "SYN-RECEIVED"}
+UNSYNCHRONIZED = {"LISTEN", "SYN-SENT", "CLOSED"}
 OPTION_BITS = [(1, "timestamps"), (2, "sack"), (4, "wscale"), (8, "ecn")]
 _MISSING = object()
 
@@ -119,6 +120,9 @@ def state_of(sock: Any) -> dict:
     code, _ca, _retr, _probes, _backoff, options, wscales, _flags, rto, _ato, snd_mss, rcv_mss = struct.unpack_from(
         "<8B4I", raw
     )
+    state = STATE_NAMES.get(name, name.replace("_", "-"))
+    if state in UNSYNCHRONIZED:  # nothing negotiated yet: PyTCP's TCP_INFO would show its own defaults
+        return {"state": state, "info": {"state_code": code}}
     info = {
         "state_code": code,
         "options": [label for bit, label in OPTION_BITS if options & bit],
@@ -129,7 +133,7 @@ def state_of(sock: Any) -> dict:
         "snd_mss": snd_mss,
         "rcv_mss": rcv_mss,
     }
-    return {"state": STATE_NAMES.get(name, name.replace("_", "-")), "info": info}
+    return {"state": state, "info": info}
 
 
 @dataclass
@@ -228,7 +232,7 @@ class Agent:
 
     def fail(self, req_id: int, op: str, exc: Exception) -> None:
         if isinstance(exc, OpError):
-            self.reply_error(req_id, exc, **getattr(exc, "extra", {}))
+            self.reply_error(req_id, exc)
         elif isinstance(exc, OSError):
             self.reply_error(req_id, OpError(errno_name(exc), exc.strerror or str(exc)))
         else:
