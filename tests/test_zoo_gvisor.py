@@ -14,6 +14,7 @@ import select
 import socket
 import statistics
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -122,34 +123,38 @@ class Zoo:
     log: Path
 
 
-def _cleanup(ns: str, agent: AgentClient | None, tester: LowerTester | None) -> None:
-    if tester is not None:
-        tester.close()
-    if agent is not None:
-        agent.close()
-    for pid in netns.pids_in(ns):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-    netns.delete(ns)
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
-    ns = netns.namespace_name("gvisor")
-    log = tmp_path_factory.mktemp("gvisor") / "stderr.log"
-    agent = tester = None
+@contextlib.contextmanager
+def namespace_with_tap(suffix: str) -> Iterator[str]:
+    """A private namespace holding an up tap device without addresses, as the suite prepares it; on exit,
+    whatever still runs inside is killed and the namespace removed."""
+    ns = netns.namespace_name(suffix)
     try:
         netns.create(ns)
         netns.run(["ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap"])
         netns.run(["ip", "-n", ns, "link", "set", TAP, "up"])
+        yield ns
+    finally:
+        for pid in netns.pids_in(ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        netns.delete(ns)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
+    log = tmp_path_factory.mktemp("gvisor") / "stderr.log"
+    with namespace_with_tap("gvisor") as ns, log.open("wb") as err:
         tester = LowerTester(ns)
-        with log.open("wb") as err:
+        try:
             start = time.perf_counter()
             agent = AgentClient.spawn(argv(ns), token=TOKEN, stderr=err, hello_timeout=30)
             startup = time.perf_counter() - start
-        yield Zoo(ns, agent, tester, startup, log)
-    finally:
-        _cleanup(ns, agent, tester)
+            try:
+                yield Zoo(ns, agent, tester, startup, log)
+            finally:
+                agent.close()
+        finally:
+            tester.close()
 
 
 def syn(sport: int, dport: int, seq: int) -> TCP:
@@ -205,7 +210,7 @@ def test_passive_open_data_and_fin_teardown(zoo: Zoo, family: str) -> None:
     got = zoo.agent.call("recv", sock=sock, timeout_ms=2000)
     assert got == {"data_b64": "d29ybGQ=", "len": 5, "eof": False}
     info = zoo.agent.call("state", sock=sock)["info"]
-    assert set(info["options"]) == {"sack", "wscale"} and info["snd_wscale"] == 7, info
+    assert set(info["options"]) == {"sack", "wscale"} and info["snd_wscale"] == 7 and info["rto"] > 0, info
 
     # The target closes first: FIN-WAIT-1, FIN-WAIT-2, then TIME-WAIT after our FIN.
     zoo.agent.call("shutdown", sock=sock, how="wr")
@@ -300,16 +305,41 @@ def test_connect_to_closed_tester_port_is_refused(zoo: Zoo) -> None:
 
 
 def test_bad_token_gets_eacces(tmp_path: Path) -> None:
-    ns = netns.namespace_name("gvisor-token")
-    try:
-        netns.create(ns)
-        netns.run(["ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap"])
-        netns.run(["ip", "-n", ns, "link", "set", TAP, "up"])
-        with pytest.raises(AgentError) as err, (tmp_path / "stderr.log").open("wb") as log:
+    with namespace_with_tap("gvisor-token") as ns, (tmp_path / "stderr.log").open("wb") as log:
+        with pytest.raises(AgentError) as err:
             AgentClient.spawn(argv(ns), token="wrong", stderr=log, hello_timeout=30)
         assert err.value.error == "EACCES"
-    finally:
-        _cleanup(ns, None, None)
+
+
+def test_exits_at_end_of_input(tmp_path: Path) -> None:
+    with namespace_with_tap("gvisor-eof") as ns, (tmp_path / "stderr.log").open("wb") as log:
+        proc = subprocess.Popen(argv(ns), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b'{"id":1,"op":"hello","token":"%s"}\n' % TOKEN.encode())
+            proc.stdin.flush()
+            assert b'"ok":true' in proc.stdout.readline()
+            proc.stdin.close()  # no bye
+            assert proc.wait(timeout=5) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_close_ends_a_waiting_recv_with_ebadf(zoo: Zoo) -> None:
+    listener = zoo.agent.call("listen", family="ipv4", port=0)
+    port, sport, isn = listener["port"], next(_ports), 11_000_000
+    accept = zoo.agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
+    opened(zoo, "ipv4", port, sport, isn)
+    sock = accept.wait(6)["sock"]
+    recv = zoo.agent.submit("recv", sock=sock, timeout_ms=5000)
+    assert state(zoo, sock) == "ESTABLISHED" and not recv.done()
+    zoo.agent.call("close", sock=sock)
+    with pytest.raises(AgentError) as err:
+        recv.wait(2)
+    assert err.value.error == "EBADF"
+    zoo.agent.call("close", sock=listener["sock"])
 
 
 def test_syn_to_synack_latency(zoo: Zoo) -> None:
