@@ -1,0 +1,365 @@
+"""Zoo target: gVisor netstack on a tap (zoo/gvisor), driven through its own upper-tester agent.
+
+The program is launched per the launch contract inside a private namespace; the tester plays
+198.18.0.2 / 2001:2::2 with raw Ethernet frames on an AF_PACKET socket bound to the tap.
+Build first: zoo/gvisor/build.sh. Measurements are printed (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import select
+import socket
+import statistics
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Packet, Raw
+
+from conformance.targets import netns
+from conformance.upper_tester import AgentClient, AgentError
+from support import REPO, needs_netns
+
+PROG = REPO / "zoo" / "gvisor" / "build" / "tcpconf-gvisor"
+TAP = "gvtap0"
+TOKEN = "zoo-gvisor-token"
+TARGET_MAC, TESTER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
+ADDRS = {"ipv4": ("198.18.0.1", "198.18.0.2"), "ipv6": ("2001:2::1", "2001:2::2")}
+ETH_P_ALL, PACKET_OUTGOING, SO_TIMESTAMPNS = 0x0003, 4, 35  # Python 3.11 lacks the last constant
+
+pytestmark = [
+    needs_netns,
+    pytest.mark.netns,
+    pytest.mark.skipif(not PROG.exists(), reason=f"{PROG.relative_to(REPO)} not built: run zoo/gvisor/build.sh"),
+]
+
+_ports = itertools.count(20000)
+
+
+def argv(ns: str, token: str = TOKEN) -> list[str]:
+    """The launch contract's command line, run inside the namespace."""
+    return [
+        "ip", "netns", "exec", ns, str(PROG), "--tap", TAP, "--mac", TARGET_MAC,
+        "--ipv4", "198.18.0.1/24", "--ipv6", "2001:2::1/64",
+        "--allow-connect", "198.18.0.2", "--allow-connect", "2001:2::2", "--token", token,
+    ]  # fmt: skip
+
+
+class LowerTester:
+    """The lower tester on the tap: an AF_PACKET socket with kernel timestamps that answers ARP and NS
+    for the tester's addresses while it waits for the segments a test expects, and a second one that
+    sees the tester's own frames (a packet socket never sees what it sent itself)."""
+
+    def __init__(self, ns: str):
+        def open_socket() -> socket.socket:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            s.bind((TAP, 0))
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            s.setblocking(False)
+            return s
+
+        self.sock = netns.call_in_netns(ns, open_socket)
+        self.capture = netns.call_in_netns(ns, open_socket)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.capture.close()
+
+    def send(self, family: str, segment: Packet) -> None:
+        target, tester = ADDRS[family]
+        ip = IP(src=tester, dst=target) if family == "ipv4" else IPv6(src=tester, dst=target)
+        self.sock.send(bytes(Ether(src=TESTER_MAC, dst=TARGET_MAC) / ip / segment))
+
+    def expect(
+        self, want: Callable[[Packet], bool], timeout: float = 3.0, outgoing: bool = False
+    ) -> tuple[Packet, float]:
+        """The first frame (sent by the target, or by us if ``outgoing``) that ``want`` accepts, with its
+        kernel timestamp; fails the test after ``timeout`` seconds."""
+        deadline, sock = time.monotonic() + timeout, self.capture if outgoing else self.sock
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([sock], [], [], left)[0]:
+                continue
+            data, ancillary, _flags, addr = sock.recvmsg(65536, 64)
+            stamp = next((struct.unpack("qq", d[:16]) for lvl, t, d in ancillary if t == SO_TIMESTAMPNS), (0, 0))
+            frame = Ether(data)
+            if (addr[2] == PACKET_OUTGOING) != outgoing:
+                continue
+            if not outgoing:
+                self._answer_resolution(frame)
+            if want(frame):
+                return frame, stamp[0] + stamp[1] / 1e9
+        pytest.fail(f"no matching frame within {timeout} s")
+
+    def expect_tcp(self, want: Callable[[TCP], bool], timeout: float = 3.0) -> TCP:
+        return self.expect(lambda f: TCP in f and want(f[TCP]), timeout)[0][TCP]
+
+    def _answer_resolution(self, frame: Packet) -> None:
+        if ARP in frame and frame[ARP].op == 1 and frame[ARP].pdst == ADDRS["ipv4"][1]:
+            arp = frame[ARP]
+            reply = ARP(op=2, hwsrc=TESTER_MAC, psrc=arp.pdst, hwdst=arp.hwsrc, pdst=arp.psrc)
+            self.sock.send(bytes(Ether(src=TESTER_MAC, dst=arp.hwsrc) / reply))
+        elif ICMPv6ND_NS in frame and frame[ICMPv6ND_NS].tgt == ADDRS["ipv6"][1] and frame[IPv6].src != "::":
+            na = ICMPv6ND_NA(tgt=ADDRS["ipv6"][1], R=0, S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=TESTER_MAC)
+            ip = IPv6(src=ADDRS["ipv6"][1], dst=frame[IPv6].src)
+            self.sock.send(bytes(Ether(src=TESTER_MAC, dst=frame[Ether].src) / ip / na))
+
+
+@dataclass
+class Zoo:
+    ns: str
+    agent: AgentClient
+    tester: LowerTester
+    startup_s: float
+    log: Path
+
+
+@contextlib.contextmanager
+def namespace_with_tap(suffix: str) -> Iterator[str]:
+    """A private namespace holding an up tap device without addresses, as the suite prepares it; on exit,
+    whatever still runs inside is killed and the namespace removed."""
+    ns = netns.namespace_name(suffix)
+    try:
+        netns.create(ns)
+        netns.run(["ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap"])
+        netns.run(["ip", "-n", ns, "link", "set", TAP, "up"])
+        yield ns
+    finally:
+        for pid in netns.pids_in(ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        netns.delete(ns)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
+    log = tmp_path_factory.mktemp("gvisor") / "stderr.log"
+    with namespace_with_tap("gvisor") as ns, log.open("wb") as err:
+        tester = LowerTester(ns)
+        try:
+            start = time.perf_counter()
+            agent = AgentClient.spawn(argv(ns), token=TOKEN, stderr=err, hello_timeout=30)
+            startup = time.perf_counter() - start
+            try:
+                yield Zoo(ns, agent, tester, startup, log)
+            finally:
+                agent.close()
+        finally:
+            tester.close()
+
+
+def syn(sport: int, dport: int, seq: int) -> TCP:
+    """The tester's SYN: no timestamps, so that later segments need no TS option (netstack drops them)."""
+    opts = [("MSS", 1460), ("SAckOK", b""), ("WScale", 7)]
+    return TCP(sport=sport, dport=dport, flags="S", seq=seq, window=65535, options=opts)
+
+
+def opened(zoo: Zoo, family: str, port: int, sport: int, isn: int) -> TCP:
+    """The tester opens a connection to ``port``; returns the target's SYN-ACK (the handshake is complete)."""
+    zoo.tester.send(family, syn(sport, port, isn))
+    synack = zoo.tester.expect_tcp(lambda t: t.sport == port and t.dport == sport)
+    assert synack.flags == "SA" and synack.ack == isn + 1
+    zoo.tester.send(family, TCP(sport=sport, dport=port, flags="A", seq=isn + 1, ack=synack.seq + 1))
+    return synack
+
+
+def state(zoo: Zoo, sock: int) -> str:
+    return zoo.agent.call("state", sock=sock)["state"]
+
+
+FAMILIES = pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+
+
+def test_hello_names_the_stack_and_the_ops(zoo: Zoo) -> None:
+    hello = zoo.agent.hello
+    print(f"\ngvisor start-up to hello: {zoo.startup_s * 1000:.1f} ms")
+    assert hello["protocol"] == 1 and hello["platform"].startswith("gVisor netstack 0.0~2022")
+    core = {"hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"}
+    assert core <= set(hello["ops"])
+
+
+@FAMILIES
+def test_passive_open_data_and_fin_teardown(zoo: Zoo, family: str) -> None:
+    target, tester = ADDRS[family]
+    listener = zoo.agent.call("listen", family=family, addr=target, port=0)
+    port, sport, isn = listener["port"], next(_ports), 1_000_000
+    accept = zoo.agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
+    assert state(zoo, listener["sock"]) == "LISTEN"  # answered while accept waits
+    synack = opened(zoo, family, port, sport, isn)
+    names = {o[0] for o in synack.options} - {"NOP"}
+    assert names == {"MSS", "SAckOK", "WScale"}, synack.options  # SACK only because the program enables it
+    conn = accept.wait(6)
+    assert conn["peer"] == [tester, sport] and conn["local"] == [target, port]
+    sock, rcv = conn["sock"], synack.seq + 1
+    assert state(zoo, sock) == "ESTABLISHED"
+
+    assert zoo.agent.call("send", sock=sock, data="hello")["sent"] == 5
+    data = zoo.tester.expect_tcp(lambda t: t.dport == sport and len(t.payload) > 0)
+    assert bytes(data[Raw]) == b"hello" and data.seq == rcv
+    rcv += 5
+    zoo.tester.send(family, TCP(sport=sport, dport=port, flags="PA", seq=isn + 1, ack=rcv) / b"world")
+    got = zoo.agent.call("recv", sock=sock, timeout_ms=2000)
+    assert got == {"data_b64": "d29ybGQ=", "len": 5, "eof": False}
+    info = zoo.agent.call("state", sock=sock)["info"]
+    assert set(info["options"]) == {"sack", "wscale"} and info["snd_wscale"] == 7 and info["rto"] > 0, info
+
+    # The target closes first: FIN-WAIT-1, FIN-WAIT-2, then TIME-WAIT after our FIN.
+    zoo.agent.call("shutdown", sock=sock, how="wr")
+    fin = zoo.tester.expect_tcp(lambda t: t.dport == sport and "F" in t.flags)
+    assert fin.seq == rcv and state(zoo, sock) == "FIN-WAIT-1"
+    mine = isn + 6
+    zoo.tester.send(family, TCP(sport=sport, dport=port, flags="A", seq=mine, ack=rcv + 1))
+    _wait_state(zoo, sock, "FIN-WAIT-2")
+    zoo.tester.send(family, TCP(sport=sport, dport=port, flags="FA", seq=mine, ack=rcv + 1))
+    ack = zoo.tester.expect_tcp(lambda t: t.dport == sport and t.ack == mine + 1)
+    assert ack.flags == "A"
+    assert zoo.agent.call("recv", sock=sock)["eof"] is True
+    assert state(zoo, sock) == "TIME-WAIT"
+    zoo.agent.call("close", sock=sock)
+    zoo.agent.call("close", sock=listener["sock"])
+    with pytest.raises(AgentError) as err:
+        zoo.agent.call("state", sock=sock)
+    assert err.value.error == "EBADF"
+
+
+def _wait_state(zoo: Zoo, sock: int, want: str, timeout: float = 2.0) -> None:
+    """Wait for a state reached by the stack processing a segment we just sent (no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while (seen := state(zoo, sock)) != want and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert seen == want
+
+
+@FAMILIES
+def test_active_open_and_passive_close(zoo: Zoo, family: str) -> None:
+    target, tester = ADDRS[family]
+    dport, isn = next(_ports), 3_000_000
+    connect = zoo.agent.submit("connect", family=family, addr=tester, port=dport, timeout_ms=5000)
+    s = zoo.tester.expect_tcp(lambda t: t.dport == dport)
+    assert s.flags == "S" and {o[0] for o in s.options} >= {"MSS", "SAckOK", "WScale", "Timestamp"}, s.options
+    sa = TCP(sport=dport, dport=s.sport, flags="SA", seq=isn, ack=s.seq + 1, window=65535, options=[("MSS", 1400)])
+    zoo.tester.send(family, sa)
+    ack = zoo.tester.expect_tcp(lambda t: t.dport == dport and "A" in t.flags)
+    assert ack.seq == s.seq + 1 and ack.ack == isn + 1
+    conn = connect.wait(6)
+    assert conn["peer"] == [tester, dport] and conn["local"] == [target, s.sport]
+    sock = conn["sock"]
+    assert state(zoo, sock) == "ESTABLISHED"
+
+    # The tester closes first: CLOSE-WAIT, then LAST-ACK after the agent's shutdown, CLOSED after our ACK.
+    zoo.tester.send(family, TCP(sport=dport, dport=s.sport, flags="FA", seq=isn + 1, ack=s.seq + 1))
+    assert zoo.agent.call("recv", sock=sock, timeout_ms=2000)["eof"] is True
+    assert state(zoo, sock) == "CLOSE-WAIT"
+    zoo.agent.call("shutdown", sock=sock, how="wr")
+    fin = zoo.tester.expect_tcp(lambda t: t.dport == dport and "F" in t.flags)
+    assert fin.ack == isn + 2 and state(zoo, sock) == "LAST-ACK"
+    zoo.tester.send(family, TCP(sport=dport, dport=s.sport, flags="A", seq=isn + 2, ack=fin.seq + 1))
+    _wait_state(zoo, sock, "CLOSED")
+    zoo.agent.call("close", sock=sock)
+
+
+@FAMILIES
+def test_abort_sends_rst(zoo: Zoo, family: str) -> None:
+    listener = zoo.agent.call("listen", family=family, port=0)
+    port, sport, isn = listener["port"], next(_ports), 5_000_000
+    accept = zoo.agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
+    synack = opened(zoo, family, port, sport, isn)
+    sock = accept.wait(6)["sock"]
+    zoo.agent.call("abort", sock=sock)
+    rst = zoo.tester.expect_tcp(lambda t: t.dport == sport and "R" in t.flags)
+    assert rst.seq == synack.seq + 1
+    zoo.agent.call("close", sock=listener["sock"])
+
+
+@FAMILIES
+def test_syn_to_closed_port_gets_rst(zoo: Zoo, family: str) -> None:
+    sport, isn = next(_ports), 7_000_000
+    zoo.tester.send(family, syn(sport, 9, isn))
+    rst = zoo.tester.expect_tcp(lambda t: t.dport == sport)
+    assert rst.flags == "RA" and rst.seq == 0 and rst.ack == isn + 1
+
+
+def test_connect_outside_allow_list_is_refused(zoo: Zoo) -> None:
+    with pytest.raises(AgentError) as err:
+        zoo.agent.call("connect", family="ipv4", addr="198.18.0.3", port=80)
+    assert err.value.error == "EPERM"
+
+
+def test_connect_to_closed_tester_port_is_refused(zoo: Zoo) -> None:
+    dport = next(_ports)
+    connect = zoo.agent.submit("connect", family="ipv4", addr="198.18.0.2", port=dport, timeout_ms=3000)
+    s = zoo.tester.expect_tcp(lambda t: t.dport == dport and t.flags == "S")
+    zoo.tester.send("ipv4", TCP(sport=dport, dport=s.sport, flags="RA", seq=0, ack=s.seq + 1))
+    with pytest.raises(AgentError) as err:
+        connect.wait(5)
+    assert err.value.error == "ECONNREFUSED"
+
+
+def test_bad_token_gets_eacces(tmp_path: Path) -> None:
+    with namespace_with_tap("gvisor-token") as ns, (tmp_path / "stderr.log").open("wb") as log:
+        with pytest.raises(AgentError) as err:
+            AgentClient.spawn(argv(ns), token="wrong", stderr=log, hello_timeout=30)
+        assert err.value.error == "EACCES"
+
+
+def test_exits_at_end_of_input(tmp_path: Path) -> None:
+    with namespace_with_tap("gvisor-eof") as ns, (tmp_path / "stderr.log").open("wb") as log:
+        proc = subprocess.Popen(argv(ns), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b'{"id":1,"op":"hello","token":"%s"}\n' % TOKEN.encode())
+            proc.stdin.flush()
+            assert b'"ok":true' in proc.stdout.readline()
+            proc.stdin.close()  # no bye
+            assert proc.wait(timeout=5) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_close_ends_a_waiting_recv_with_ebadf(zoo: Zoo) -> None:
+    listener = zoo.agent.call("listen", family="ipv4", port=0)
+    port, sport, isn = listener["port"], next(_ports), 11_000_000
+    accept = zoo.agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
+    opened(zoo, "ipv4", port, sport, isn)
+    sock = accept.wait(6)["sock"]
+    recv = zoo.agent.submit("recv", sock=sock, timeout_ms=5000)
+    assert state(zoo, sock) == "ESTABLISHED" and not recv.done()
+    zoo.agent.call("close", sock=sock)
+    with pytest.raises(AgentError) as err:
+        recv.wait(2)
+    assert err.value.error == "EBADF"
+    zoo.agent.call("close", sock=listener["sock"])
+
+
+def test_syn_to_synack_latency(zoo: Zoo) -> None:
+    """Median SYN -> SYN-ACK time of 20 probes, from the kernel timestamps of the two frames on the tap."""
+    listener = zoo.agent.call("listen", family="ipv4", port=0)
+    port, delays = listener["port"], []
+    for i in range(20):
+        sport, isn = next(_ports), 9_000_000 + i
+        zoo.tester.send("ipv4", syn(sport, port, isn))
+        _sent, t_syn = zoo.tester.expect(lambda f, s=sport: TCP in f and f[TCP].sport == s, outgoing=True)
+        synack, t_sa = zoo.tester.expect(lambda f, s=sport: TCP in f and f[TCP].dport == s)
+        assert synack[TCP].flags == "SA"
+        delays.append(t_sa - t_syn)
+        zoo.tester.send("ipv4", TCP(sport=sport, dport=port, flags="R", seq=isn + 1))
+    median = statistics.median(delays)
+    print(f"\ngvisor SYN -> SYN-ACK median of 20: {median * 1e6:.0f} us (min {min(delays) * 1e6:.0f} us)")
+    assert 0 < median < 0.5
+    zoo.agent.call("close", sock=listener["sock"])
+
+
+def test_stack_left_nothing_on_stderr_that_looks_like_a_crash(zoo: Zoo) -> None:
+    text = zoo.log.read_text(errors="replace")
+    assert "panic" not in text and "fatal" not in text.lower(), text[-2000:]

@@ -1,0 +1,404 @@
+"""Upper-tester agent (docs/agent-protocol.md, version 1) over PyTCP's own asyncio socket API.
+
+Everything runs on one asyncio loop, the same loop the stack runs on: non-blocking ops are answered inline, each
+blocking op (accept, connect, send, recv) is a task that races its socket's "closed" event and its deadline, so a
+concurrent ``close`` ends it with EBADF and nothing holds up the reader. Written for Python 3.13 and the zoo venv; it
+must not import the suite's package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import hmac
+import ipaddress
+import json
+import os
+import struct
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pmd_pytcp.socket import (
+    IPPROTO_IPV6,
+    IPPROTO_TCP,
+    IPV6_V6ONLY,
+    SO_LINGER,
+    SO_RCVBUF,
+    SO_REUSEADDR,
+    SO_SNDBUF,
+    SOL_SOCKET,
+    TCP_INFO,
+    TCP_NODELAY,
+    AddressFamily,
+    SocketType,
+    gaierror,
+    socket,
+)
+
+PROTOCOL = 1
+IMPLEMENTATION = "tcpconf-pytcp/0.1"
+OPS = ["hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"]
+BLOCKING_OPS = {"accept", "connect", "send", "recv"}
+FAMILIES = {"ipv4": AddressFamily.INET4, "ipv6": AddressFamily.INET6}
+PATTERN = b"0123456789abcdef"
+SHUT = {"rd": 0, "wr": 1, "rdwr": 2}
+# PyTCP FsmState names -> RFC 9293 names (docs/agent-protocol.md 5.10).
+STATE_NAMES = {"SYN_RCVD": "SYN-RECEIVED"}
+UNSYNCHRONIZED = {"LISTEN", "SYN-SENT", "CLOSED"}
+OPTION_BITS = [(1, "timestamps"), (2, "sack"), (4, "wscale"), (8, "ecn")]
+_MISSING = object()
+
+
+class OpError(Exception):
+    def __init__(self, error: str, message: str = "") -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+def log(message: str) -> None:
+    print(f"tcpconf-pytcp: {message}", file=sys.stderr, flush=True)
+
+
+def errno_name(exc: OSError) -> str:
+    if isinstance(exc, gaierror):
+        return "EINVAL"
+    if exc.errno is None:
+        return "ETIMEDOUT" if isinstance(exc, TimeoutError) else "EIO"
+    return errno.errorcode.get(exc.errno, f"E{exc.errno}")
+
+
+def arg(req: dict, name: str, kind: type | tuple[type, ...], default: Any = _MISSING) -> Any:
+    value = req.get(name)
+    if value is None:
+        if default is _MISSING:
+            raise OpError("EINVAL", f"missing argument '{name}'")
+        return default
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise OpError("EINVAL", f"argument '{name}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def port_arg(req: dict, name: str, default: Any = _MISSING) -> Any:
+    port = arg(req, name, int, default)
+    if port is not None and not 0 <= port <= 65535:
+        raise OpError("EINVAL", f"{name} {port} is out of range")
+    return port
+
+
+def timeout_arg(req: dict, default_ms: int) -> float:
+    timeout_ms = arg(req, "timeout_ms", (int, float), default_ms)
+    if not 0 <= timeout_ms < 1e12:
+        raise OpError("EINVAL", "timeout_ms must be a finite, non-negative number")
+    return timeout_ms / 1000.0
+
+
+def payload_arg(req: dict) -> bytes:
+    given = [key for key in ("data", "data_b64", "len") if req.get(key) is not None]
+    if len(given) != 1:
+        raise OpError("EINVAL", "send needs exactly one of data, data_b64 and len")
+    if given[0] == "data":
+        return arg(req, "data", str).encode("utf-8")
+    if given[0] == "data_b64":
+        try:
+            return base64.b64decode(arg(req, "data_b64", str), validate=True)
+        except ValueError as exc:
+            raise OpError("EINVAL", f"data_b64 is not base64: {exc}") from None
+    length = arg(req, "len", int)
+    if length < 0:
+        raise OpError("EINVAL", "len must not be negative")
+    return (PATTERN * (length // len(PATTERN) + 1))[:length]
+
+
+def state_of(sock: Any) -> dict:
+    """The RFC 9293 state name and what PyTCP's TCP_INFO tells about the connection."""
+    name = sock.state.name
+    raw = sock.getsockopt(IPPROTO_TCP, TCP_INFO)
+    code, _ca, _retr, _probes, _backoff, options, wscales, _flags, rto, _ato, snd_mss, rcv_mss = struct.unpack_from(
+        "<8B4I", raw
+    )
+    state = STATE_NAMES.get(name, name.replace("_", "-"))
+    if state in UNSYNCHRONIZED:  # nothing negotiated yet: PyTCP's TCP_INFO would show its own defaults
+        return {"state": state, "info": {"state_code": code}}
+    info = {
+        "state_code": code,
+        "options": [label for bit, label in OPTION_BITS if options & bit],
+        "options_raw": options,
+        "snd_wscale": wscales & 0x0F,
+        "rcv_wscale": wscales >> 4,
+        "rto": rto,
+        "snd_mss": snd_mss,
+        "rcv_mss": rcv_mss,
+    }
+    return {"state": state, "info": info}
+
+
+@dataclass
+class Entry:
+    sock: Any
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Config:
+    token: str | None
+    allow_connect: list[str]
+
+
+class Agent:
+    """One stdio session: handshake state, the socket table, request dispatch."""
+
+    def __init__(self, config: Config, platform: str, write: Callable[[bytes], None]) -> None:
+        self.config = config
+        self.allowed = [ipaddress.ip_network(item, strict=False) for item in config.allow_connect]
+        self.platform = platform
+        self._write = write
+        self.authenticated = config.token is None
+        self.rejected = False
+        self.handles: dict[int, Entry] = {}
+        self.next_handle = 0
+        self.tasks: set[asyncio.Task] = set()
+
+    # ---- framing ----
+
+    def reply(self, req_id: Any, result: dict) -> None:
+        self._write((json.dumps({"id": req_id, "ok": True, **result}, separators=(",", ":")) + "\n").encode())
+
+    def reply_error(self, req_id: Any, exc: OpError, **extra: Any) -> None:
+        response = {"id": req_id, "ok": False, "error": exc.error, "message": exc.message, **extra}
+        self._write((json.dumps(response, separators=(",", ":")) + "\n").encode())
+
+    def handle_line(self, line: bytes) -> bool:
+        """Handle one request line; False after ``bye``."""
+        line = line.strip()
+        if not line:
+            return True
+        try:
+            req = json.loads(line.decode("utf-8"))
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError) as exc:
+            self.reply_error(None, OpError("EINVAL", f"malformed request: {type(exc).__name__}"))
+            return True
+        req_id, op = req.get("id"), req.get("op")
+        if not isinstance(req_id, int) or isinstance(req_id, bool):
+            req_id = None
+        try:
+            self.check_request(req_id, op, req)
+        except OpError as exc:
+            self.reply_error(req_id, exc)
+            return True
+        if op in BLOCKING_OPS:
+            task = asyncio.get_running_loop().create_task(self.run_async(req_id, op, req))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return True
+        self.run(req_id, op, req)
+        return op != "bye"
+
+    def check_request(self, req_id: int | None, op: Any, req: dict) -> None:
+        if not self.authenticated:
+            token = req.get("token")
+            good = isinstance(token, str) and hmac.compare_digest(token.encode(), (self.config.token or "").encode())
+            if self.rejected or op != "hello" or not good:
+                self.rejected = True
+                raise OpError("EACCES", "the first request must be hello with the agent's token")
+            self.authenticated = True
+        if req_id is None:
+            raise OpError("EINVAL", "the request id must be an integer")
+        if op not in OPS:
+            raise OpError("EINVAL", f"unknown op {op!r}; known ops: {', '.join(OPS)}")
+
+    def run(self, req_id: int, op: str, req: dict) -> None:
+        try:
+            result = getattr(self, "op_" + op)(req)
+        except Exception as exc:  # one failing request costs that request only
+            self.fail(req_id, op, exc)
+        else:
+            self.reply(req_id, result)
+
+    async def run_async(self, req_id: int, op: str, req: dict) -> None:
+        try:
+            result = await getattr(self, "op_" + op)(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.fail(req_id, op, exc)
+        else:
+            self.reply(req_id, result)
+
+    def fail(self, req_id: int, op: str, exc: Exception) -> None:
+        if isinstance(exc, OpError):
+            self.reply_error(req_id, exc)
+        elif isinstance(exc, OSError):
+            self.reply_error(req_id, OpError(errno_name(exc), exc.strerror or str(exc)))
+        else:
+            log(f"{op} failed unexpectedly: {exc!r}")
+            self.reply_error(req_id, OpError("EIO", f"internal error: {exc!r}"))
+
+    # ---- socket table ----
+
+    def add(self, sock: Any) -> int:
+        handle = self.next_handle
+        self.next_handle += 1
+        self.handles[handle] = Entry(sock)
+        return handle
+
+    def get(self, req: dict) -> Entry:
+        handle = arg(req, "sock", int)
+        entry = self.handles.get(handle)
+        if entry is None:
+            raise OpError("EBADF", f"no open socket with handle {handle}")
+        return entry
+
+    def pop(self, req: dict) -> Entry:
+        entry = self.get(req)
+        del self.handles[req["sock"]]
+        entry.closed.set()
+        return entry
+
+    def close_all(self) -> None:
+        for handle in list(self.handles):
+            entry = self.handles.pop(handle)
+            entry.closed.set()
+            try:
+                entry.sock.close()
+            except Exception as exc:
+                log(f"closing handle {handle}: {exc!r}")
+
+    async def blocking(self, entry: Entry, work: Awaitable[Any], timeout: float, what: str) -> Any:
+        """Await ``work`` unless the handle is closed (EBADF) or the deadline passes (ETIMEDOUT) first."""
+        job = asyncio.ensure_future(work)
+        closed = asyncio.ensure_future(entry.closed.wait())
+        try:
+            done, _ = await asyncio.wait({job, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if job in done:
+            return job.result()
+        job.cancel()
+        if closed in done:
+            raise OpError("EBADF", "the socket was closed while waiting")
+        raise OpError("ETIMEDOUT", f"{what} did not complete within the timeout")
+
+    # ---- ops ----
+
+    def op_hello(self, req: dict) -> dict:
+        return {
+            "protocol": PROTOCOL,
+            "implementation": IMPLEMENTATION,
+            "platform": self.platform,
+            "python": sys.version.split()[0],
+            "pid": os.getpid(),
+            "ops": list(OPS),
+            "allow_connect": [str(network) for network in self.allowed],
+        }
+
+    def op_bye(self, req: dict) -> dict:
+        return {}
+
+    def new_socket(self, req: dict) -> tuple[Any, AddressFamily]:
+        family = FAMILIES.get(arg(req, "family", str))
+        if family is None:
+            raise OpError("EINVAL", "family must be ipv4 or ipv6")
+        sock = socket(family, SocketType.STREAM)
+        sock.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+        if family is AddressFamily.INET6:
+            sock.setsockopt(IPPROTO_IPV6, IPV6_V6ONLY, 1)
+        for name, option in (("rcvbuf", SO_RCVBUF), ("sndbuf", SO_SNDBUF)):
+            size = arg(req, name, int, None)
+            if size is not None:
+                if size <= 0:
+                    raise OpError("EINVAL", f"{name} takes a positive number of bytes")
+                sock.setsockopt(SOL_SOCKET, option, size)
+        nodelay = arg(req, "nodelay", bool, None)
+        if nodelay is not None:
+            sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, int(nodelay))
+        return sock, family
+
+    def op_listen(self, req: dict) -> dict:
+        sock, family = self.new_socket(req)
+        wildcard = "::" if family is AddressFamily.INET6 else "0.0.0.0"
+        backlog = arg(req, "backlog", int, 16)
+        if backlog <= 0:
+            raise OpError("EINVAL", "backlog must be positive")
+        sock.bind((arg(req, "addr", str, wildcard), port_arg(req, "port", 0)))
+        sock.listen(backlog=backlog)
+        return {"sock": self.add(sock), "port": sock.local_port}
+
+    async def op_accept(self, req: dict) -> dict:
+        entry = self.get(req)
+        timeout = timeout_arg(req, 5000)
+        child, peer = await self.blocking(entry, entry.sock.accept(), timeout, "accept")
+        local = [str(child.local_ip_address), child.local_port]
+        return {"sock": self.add(child), "peer": [peer[0], peer[1]], "local": local}
+
+    async def op_connect(self, req: dict) -> dict:
+        addr = arg(req, "addr", str)
+        port = port_arg(req, "port")
+        self.check_allowed(addr)
+        timeout = timeout_arg(req, 5000)
+        sock, _family = self.new_socket(req)
+        local_addr, local_port = arg(req, "local_addr", str, None), port_arg(req, "local_port", None)
+        entry = Entry(sock)
+        try:
+            if local_addr is not None or local_port is not None:
+                wildcard = "::" if sock.family is AddressFamily.INET6 else "0.0.0.0"
+                sock.bind((local_addr or wildcard, local_port or 0))
+            await self.blocking(entry, sock.connect((addr, port)), timeout, "connect")
+        except BaseException:
+            sock.close()
+            raise
+        local = [str(sock.local_ip_address), sock.local_port]
+        peer = [str(sock.remote_ip_address), sock.remote_port]
+        return {"sock": self.add(sock), "local": local, "peer": peer}
+
+    def check_allowed(self, addr: str) -> None:
+        try:
+            address = ipaddress.ip_address(addr)
+        except ValueError:
+            raise OpError("EINVAL", f"'{addr}' is not a numeric IP address") from None
+        if not any(address in network for network in self.allowed):
+            raise OpError("EPERM", f"connect to {addr} is not allowed (see --allow-connect)")
+
+    async def op_send(self, req: dict) -> dict:
+        entry = self.get(req)
+        data = payload_arg(req)
+        timeout = timeout_arg(req, 10000)
+        sent = await self.blocking(entry, entry.sock.send(data), timeout, "send")
+        return {"sent": sent}
+
+    async def op_recv(self, req: dict) -> dict:
+        entry = self.get(req)
+        size = arg(req, "max", int, 65536)
+        if size <= 0:
+            raise OpError("EINVAL", "max must be positive")
+        timeout = timeout_arg(req, 2000)
+        data = await self.blocking(entry, entry.sock.recv(size), timeout, "recv")
+        return {"data_b64": base64.b64encode(data).decode("ascii"), "len": len(data), "eof": not data}
+
+    def op_shutdown(self, req: dict) -> dict:
+        entry = self.get(req)
+        how = SHUT.get(arg(req, "how", str))
+        if how is None:
+            raise OpError("EINVAL", "how must be rd, wr or rdwr")
+        if entry.sock.tcp_session is None:
+            raise OpError("ENOTCONN", "the socket is not connected")
+        entry.sock.shutdown(how)
+        return {}
+
+    def op_close(self, req: dict) -> dict:
+        self.pop(req).sock.close()
+        return {}
+
+    def op_abort(self, req: dict) -> dict:
+        sock = self.pop(req).sock
+        sock.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        return {}
+
+    def op_state(self, req: dict) -> dict:
+        return state_of(self.get(req).sock)
