@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -234,3 +235,25 @@ def test_syn_to_syn_ack_latency(agent, link: StreamTester, family: str) -> None:
     finally:
         agent.call("close", sock=listener["sock"])
     _measure(f"SYN -> SYN-ACK, {family}", _summary(latencies))
+
+
+def test_run_command_execs_qemu_that_dies_with_its_parent(tmp_path: Path) -> None:
+    """`qemu_guest.py run --die-with-parent` becomes QEMU itself (same PID) and QEMU ends when its parent does."""
+    script = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, {str(ZOO / 'qemu_guest.py')!r}, 'run', {str(tmp_path)!r},"
+        " '--die-with-parent'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"import os, time\nwhile not os.path.exists({str(tmp_path / 'agent.sock')!r}): time.sleep(0.02)\n"
+        "print(p.pid, open(f'/proc/{p.pid}/comm').read().strip(), flush=True)\n"
+    )
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    pid_text, comm = parent.stdout.split()
+    pid = int(pid_text)
+    assert comm.startswith("qemu-system"), comm
+    deadline = time.monotonic() + 5.0
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = Path(f"/proc/{pid}").exists()
+    if alive:
+        os.kill(pid, 9)
+    assert not alive, "QEMU outlived the process that started it"

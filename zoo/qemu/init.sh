@@ -41,13 +41,13 @@ for p in /sys/class/virtio-ports/*; do
 done
 [ -n "$port" ] || { say "no virtio-serial port named tcpconf.agent"; poweroff -f; }
 dbg=/sys/kernel/debug/virtio-ports/${port##*/}
-say "ready: eth0 $(cat /sys/class/net/eth0/address), agent on $port"
+say "ready: eth0 $(cat /sys/class/net/eth0/address), agent on $port, uptime $(cut -d' ' -f1 /proc/uptime) s"
 
 # While no client is connected to the host side, reads of the port return end-of-file at once, so the
-# agent is started only once a client is there; it exits when that client goes away.
+# agent is started only once a client is there; with --once it exits when that client goes away.
 while true; do
     until grep -q 'host_connected: 1' "$dbg"; do usleep 10000; done
-    set -- --device "$port" --allow-connect 198.18.0.2 --allow-connect 2001:2::2
+    set -- --device "$port" --once --allow-connect 198.18.0.2 --allow-connect 2001:2::2
     [ -z "$token" ] || set -- "$@" --token "$token"
     tcpconf-agent "$@"
     say "agent exited ($?)"

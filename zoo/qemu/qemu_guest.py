@@ -8,7 +8,7 @@ listens, the tester connects), ``agent.sock`` (the agent protocol, JSON lines; Q
 QEMU runs in a network namespace of its own (``unshare --net``): it has no network at all besides the stream
 socket, and the namespace disappears with the process. Usable as a library (``QemuGuest``) or a command:
 
-    python3 zoo/qemu/qemu_guest.py run WORKDIR [--sysctl KEY=VALUE]... [--token TOKEN]   # execs QEMU
+    python3 zoo/qemu/qemu_guest.py run WORKDIR [--sysctl KEY=VALUE]... [--token T] [--die-with-parent]  # execs QEMU
     python3 zoo/qemu/qemu_guest.py argv WORKDIR [...]                                    # prints the command
 """
 
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -85,6 +87,19 @@ def qemu_argv(
     ]  # fmt: skip
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this process (QEMU, after exec) when the thread that started it ends.
+
+    Keeps a crashed suite from leaving guests behind. The signal follows the parent *thread*: start QEMU
+    from a thread that lives as long as the guest should.
+    """
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
 class QemuGuestError(RuntimeError):
     """QEMU could not be started; the message ends with the tail of its log."""
 
@@ -114,7 +129,12 @@ class QemuGuest:
                 path.unlink()
         with open(self.qemu_log, "wb") as log:
             self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while not (self.net_sock.exists() and self.agent_sock.exists()):
@@ -209,6 +229,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--token")
+    parser.add_argument(
+        "--die-with-parent", action="store_true", help="QEMU gets SIGTERM when the process that ran this one ends"
+    )
     parser.add_argument("--kernel", type=Path, default=KERNEL)
     parser.add_argument("--initrd", type=Path, default=INITRD)
     return parser.parse_args(argv)
@@ -229,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("net.sock", "agent.sock"):
         with contextlib.suppress(FileNotFoundError):
             (args.workdir / name).unlink()
+    if args.die_with_parent:
+        die_with_parent()
     os.execvp(command[0], command)
     return 1  # not reached
 
