@@ -8,10 +8,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 agent_src=${1:-$repo/agent/c}
+[ $# -eq 0 ] || [ -f "$agent_src/tcpconf_agent.c" ] || die "no tcpconf_agent.c in $agent_src"
 out=$here/build
 mkdir -p "$out"
 
 die() { echo "zoo/qemu/build.sh: $*" >&2; exit 1; }
+# An ELF executable without a program interpreter: runs in the initramfs, which has no libc.
+is_static() { readelf -h "$1" >/dev/null 2>&1 && ! readelf -l "$1" 2>/dev/null | grep -q 'program interpreter'; }
 
 # 1. Host packages (apt may be busy with other work on this machine: wait for its lock).
 if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ] || ! /bin/busybox --list | grep -qx depmod; then
@@ -19,8 +22,8 @@ if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ] || ! /bin
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
         qemu-system-x86 busybox-static >/dev/null || die "apt-get install qemu-system-x86 busybox-static failed"
 fi
-file /bin/busybox 2>/dev/null | grep -q 'statically linked' || ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' \
-    || die "/bin/busybox is not static (install busybox-static, not busybox)"
+command -v readelf >/dev/null || die "readelf missing (apt-get install binutils)"
+is_static /bin/busybox || die "/bin/busybox is not static (install busybox-static, not busybox)"
 
 # 2. Kernel: the newest linux-image-6.1.0-NN-cloud-amd64 apt knows, unless one was already fetched.
 if [ ! -s "$out/kernel-package" ]; then
@@ -54,11 +57,10 @@ if [ -f "$agent_src/tcpconf_agent.c" ]; then
     cp -r "$agent_src" "$out/agent-build"          # build out of tree: never write into the source dir
     make -s -C "$out/agent-build" static >&2 || die "make static of the C agent in $agent_src failed"
     agent_bin=""
-    for f in "$out"/agent-build/tcpconf_agent-static "$out"/agent-build/tcpconf_agent_static \
-             "$out"/agent-build/tcpconf_agent "$out"/agent-build/build/tcpconf_agent*; do
-        if [ -f "$f" ] && [ -x "$f" ] && file "$f" | grep -q 'statically linked'; then agent_bin=$f; break; fi
+    for f in $(find "$out/agent-build" -maxdepth 2 -type f -name 'tcpconf_agent*' -perm -u+x | LC_ALL=C sort); do
+        if is_static "$f"; then agent_bin=$f; break; fi
     done
-    [ -n "$agent_bin" ] || die "make static in $agent_src produced no statically linked tcpconf_agent"
+    [ -n "$agent_bin" ] || die "make static in $agent_src produced no statically linked tcpconf_agent*"
     cp "$agent_bin" "$stage/bin/tcpconf-agent"
     echo c-agent > "$out/agent-kind"
 else
