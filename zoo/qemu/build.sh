@@ -12,8 +12,8 @@ out=$here/build
 mkdir -p "$out"
 
 die() { echo "zoo/qemu/build.sh: $*" >&2; exit 1; }
-# An ELF executable without a program interpreter: runs in the initramfs, which has no libc.
 [ $# -eq 0 ] || [ -f "$agent_src/tcpconf_agent.c" ] || die "no tcpconf_agent.c in $agent_src"
+# An ELF executable without a program interpreter: runs in the initramfs, which has no libc.
 is_static() { readelf -h "$1" >/dev/null 2>&1 && ! readelf -l "$1" 2>/dev/null | grep -q 'program interpreter'; }
 
 # 1. Host packages (apt may be busy with other work on this machine: wait for its lock).
