@@ -55,12 +55,15 @@ mkdir -p "$stage"/{bin,dev,proc,sys,tmp,etc,lib/modules/"$kver"}
 if [ -f "$agent_src/tcpconf_agent.c" ]; then
     rm -rf "$out/agent-build"
     cp -r "$agent_src" "$out/agent-build"          # build out of tree: never write into the source dir
+    make -s -C "$out/agent-build" clean >/dev/null 2>&1 || true   # no binaries copied from the source dir
     make -s -C "$out/agent-build" static >&2 || die "make static of the C agent in $agent_src failed"
     agent_bin=""
-    for f in $(find "$out/agent-build" -maxdepth 2 -type f -name 'tcpconf_agent*' -perm -u+x | LC_ALL=C sort); do
-        if is_static "$f"; then agent_bin=$f; break; fi
+    for pattern in 'tcpconf[-_]agent*static*' 'tcpconf[-_]agent*'; do
+        for f in $(find "$out/agent-build" -maxdepth 2 -type f -name "$pattern" -perm -u+x | LC_ALL=C sort); do
+            if [ -z "$agent_bin" ] && is_static "$f"; then agent_bin=$f; fi
+        done
     done
-    [ -n "$agent_bin" ] || die "make static in $agent_src produced no statically linked tcpconf_agent*"
+    [ -n "$agent_bin" ] || die "make static in $agent_src produced no statically linked tcpconf-agent"
     cp "$agent_bin" "$stage/bin/tcpconf-agent"
     echo c-agent > "$out/agent-kind"
 else
