@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..engine.session import MULTICAST
-from ..upper_tester import AgentClient, AgentError
+from ..upper_tester import AgentClient, AgentError, AgentGone, AgentTimeout
 from ..wire.afpacket import AfPacketLink
 from ..wire.ethernet import Neighbours, parse_mac
 from ..wire.ethernet_link import EthernetLink
@@ -106,8 +106,11 @@ def connect_agent(agent: AgentConfig, address: str, ns: str | None, deadline: fl
         except OSError as exc:
             last = exc.strerror or str(exc)
         else:
+            hello_timeout = max(0.1, min(agent.timeout, deadline - time.monotonic()))
             try:
-                return AgentClient.over_socket(sock, token, f"agent@{address}", timeout=agent.timeout)
+                return AgentClient.over_socket(sock, token, f"agent@{address}", timeout=hello_timeout)
+            except (AgentTimeout, AgentGone) as exc:  # still booting (a VM's port accepts before its agent runs)
+                last = str(exc)
             except AgentError as exc:
                 raise TargetStartError(f"the agent at {address} refused the session: {exc}") from None
         if time.monotonic() >= deadline:
