@@ -682,7 +682,8 @@ class CaseRunner:
         s, ms = self.s, int(spec.timeout * 1000)
         op = spec.op
         if op == "listen":
-            args = {"family": s.family, "addr": s.target_addr, "port": 0, "backlog": spec.backlog or 16}
+            addr = ("0.0.0.0" if s.family == "ipv4" else "::") if s.listen_any else s.target_addr
+            args = {"family": s.family, "addr": addr, "port": 0, "backlog": spec.backlog or 16}
             return args | ({"rcvbuf": spec.rcvbuf} if spec.rcvbuf else {})
         if op == "accept":
             return {"sock": self._sock(spec, "listener"), "timeout_ms": ms}

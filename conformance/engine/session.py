@@ -57,6 +57,7 @@ class Session:
     prefix: int | None = None  # the target's subnet, for the broadcast address
     flood_rate_cap: int = 0  # packets per second a flood may send to this target (0: no floods)
     open_port: int | None = None  # agentless targets: a port where a service listens, standing in for `ut: listen`
+    listen_any: bool = False  # the agent listens on the wildcard address (the target address is a translation)
 
     def __post_init__(self) -> None:
         af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6

@@ -16,6 +16,7 @@ from ..wire.ethernet import parse_mac
 
 SUPPORTED_KINDS = ("local", "remote", "launched")
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
+UT_OPS_LITERAL = Literal[UT_OPS]  # type: ignore[valid-type]
 
 
 # Features of the Linux kernel that a sysctl switches off (on by default).
@@ -108,6 +109,12 @@ class AgentConfig(Strict):
     token: str | None = Field(None, description="the agent's token (prefer token_env)")
     token_env: str | None = Field(None, description="name of an environment variable holding the token")
     timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the agent's hello")
+    listen_any: bool = Field(
+        False, description="listen on the wildcard address: the target address is a translation (passt, slirp)"
+    )
+    without: list[Literal[UT_OPS_LITERAL]] = Field(  # type: ignore[valid-type]
+        [], description="agent operations the cases must not use here (a NAT-ing proxy cannot reflect `connect`)"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> AgentConfig:
@@ -217,7 +224,8 @@ class TargetConfig(Strict):
         if self.kind != "local":
             caps = set(self.capabilities or [])
             if agent_ops is not None:
-                caps |= {"ut"} | {f"ut.{op}" for op in agent_ops if op in UT_OPS}
+                withheld = set(self.agent.without) if self.agent is not None else set()
+                caps |= {"ut"} | {f"ut.{op}" for op in agent_ops if op in UT_OPS and op not in withheld}
             elif self.ports.open is not None:
                 caps.add("ut.listen")
             if self.kind == "launched":
