@@ -414,7 +414,7 @@ static int arg_deadline(const struct request *rq, double dflt_ms, double *deadli
 struct net { int af, bits; unsigned char a[16]; };
 static struct { const char *token; struct net allow[MAX_ALLOW]; int nallow, close_on_reject; } cfg;
 
-struct slot { long long handle; int fd; };
+struct slot { long long handle; int fd; struct sockaddr_in6 local, peer; }; /* endpoints of a connection */
 struct pending {
     int used, op, fd, pfd; /* pfd: index in this round's pollfd array, -1 if none */
     long long id, handle;  /* handle -1: a connect whose socket has no handle yet */
@@ -477,13 +477,16 @@ static int handle_arg(const struct request *rq, struct slot **sl) {
     return 0;
 }
 
-static long long add_slot(int fd) {
+static struct slot *add_slot(int fd) {
     for (int k = 0; k < MAX_SOCKS; k++)
         if (S.slots[k].fd < 0) {
+            memset(&S.slots[k], 0, sizeof S.slots[k]);
             S.slots[k].fd = fd;
-            return S.slots[k].handle = S.next_handle++;
+            S.slots[k].handle = S.next_handle++;
+            return &S.slots[k];
         }
-    return -1;
+    fail("EMFILE", "too many open sockets");
+    return NULL;
 }
 
 /* ---- responses ----------------------------------------------------------------------------------------- */
@@ -513,10 +516,10 @@ static void reply(long long id, int have_id, int ok) {
     S.res.len = 0;
 }
 
-static void res_endpoint(const char *name, const struct sockaddr_storage *ss) {
+static void res_endpoint(const char *name, const struct sockaddr_in6 *ss) {
     char text[INET6_ADDRSTRLEN] = "";
     int port = 0;
-    if (ss->ss_family == AF_INET6) {
+    if (ss->sin6_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const void *)ss;
         inet_ntop(AF_INET6, &s6->sin6_addr, text, sizeof text);
         port = ntohs(s6->sin6_port);
@@ -528,14 +531,12 @@ static void res_endpoint(const char *name, const struct sockaddr_storage *ss) {
     b_printf(&S.res, ",\"%s\":[\"%s\",%d]", name, text, port);
 }
 
-static void res_names(int fd) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    memset(&ss, 0, sizeof ss);
-    S_GETSOCKNAME(fd, (struct sockaddr *)&ss, &len);
-    res_endpoint("local", &ss);
-    len = sizeof ss;
-    if (S_GETPEERNAME(fd, (struct sockaddr *)&ss, &len) == 0) res_endpoint("peer", &ss);
+static void res_names(struct slot *sl) { /* also remembered: lwIP's state lookup needs them, see plat_state */
+    socklen_t len = sizeof sl->local;
+    S_GETSOCKNAME(sl->fd, (struct sockaddr *)&sl->local, &len);
+    res_endpoint("local", &sl->local);
+    len = sizeof sl->peer;
+    if (S_GETPEERNAME(sl->fd, (struct sockaddr *)&sl->peer, &len) == 0) res_endpoint("peer", &sl->peer);
 }
 
 /* ---- the platform: names, TCP state, abort -------------------------------------------------------------- */
@@ -581,16 +582,37 @@ static struct tcp_pcb *plat_pcb(int fd, int *found) {
     return *found ? sock->conn->pcb.tcp : NULL;
 }
 
-static void plat_state(int fd) {
+/* Whether pcb carries the connection of slot sl (same ports and remote address). */
+static int pcb_matches(const struct tcp_pcb *pcb, const struct slot *sl) {
+    const struct sockaddr_in *r4 = (const void *)&sl->peer;
+    if (!sl->peer.sin6_port || pcb->local_port != ntohs(sl->local.sin6_port) || pcb->remote_port != ntohs(sl->peer.sin6_port))
+        return 0;
+    if (sl->peer.sin6_family == AF_INET) return IP_IS_V4_VAL(pcb->remote_ip) && ip_2_ip4(&pcb->remote_ip)->addr == r4->sin_addr.s_addr;
+    return IP_IS_V6_VAL(pcb->remote_ip) && !memcmp(ip_2_ip6(&pcb->remote_ip)->addr, &sl->peer.sin6_addr, 16);
+}
+
+/* When the socket layer has let go of its pcb (lwIP does so on close, and on shutdown(SHUT_WR) after the
+ * application read end-of-file), the connection may live on in LAST-ACK or TIME-WAIT: find it in lwIP's
+ * active and time-wait lists (internals from tcp_priv.h) by its endpoints. Not found means CLOSED. */
+static struct tcp_pcb *detached_pcb(const struct slot *sl) {
+    for (struct tcp_pcb *pcb = tcp_active_pcbs; pcb; pcb = pcb->next)
+        if (pcb_matches(pcb, sl)) return pcb;
+    for (struct tcp_pcb *pcb = tcp_tw_pcbs; pcb; pcb = pcb->next)
+        if (pcb_matches(pcb, sl)) return pcb;
+    return NULL;
+}
+
+static void plat_state(const struct slot *sl) {
     int found, code = -1, opts = 0;
     LOCK_TCPIP_CORE();
-    struct tcp_pcb *pcb = plat_pcb(fd, &found);
+    struct tcp_pcb *pcb = plat_pcb(sl->fd, &found);
     struct tcp_pcb copy;
+    if (found && !pcb) pcb = detached_pcb(sl);
     if (pcb) code = pcb->state;
     if (pcb && code != LISTEN) memcpy(&copy, pcb, sizeof copy); /* a listen pcb is a smaller struct */
     UNLOCK_TCPIP_CORE();
     if (!found) { b_printf(&S.res, ",\"state\":\"UNKNOWN\",\"info\":{}"); return; }
-    if (!pcb) code = CLOSED; /* the netconn dropped its pcb: reset, aborted or fully closed */
+    if (!pcb) code = CLOSED; /* reset, aborted, or closed and gone */
     b_printf(&S.res, ",\"state\":\"%s\",\"info\":{\"state_code\":%d", STATES[code], code);
     if (pcb && code != LISTEN) {
         opts = (copy.flags & TF_TIMESTAMP ? 1 : 0) | (copy.flags & TF_SACK ? 2 : 0);
@@ -614,7 +636,8 @@ static void plat_abort(int fd) { /* lwIP's linger 0 resets only with unsent data
     S_CLOSE(fd);
 }
 #else
-static void plat_state(int fd) {
+static void plat_state(const struct slot *sl) {
+    int fd = sl->fd;
 #if defined(__linux__) && defined(TCP_INFO)
     static const int LINUX_TO_RFC[] = {-1, 4, 2, 3, 5, 6, 10, 0, 7, 9, 1, 8}; /* tcpi_state -> STATES index */
     struct tcp_info ti;
@@ -725,10 +748,10 @@ static void progress(struct pending *p, short revents) {
             return;
         }
         S_FCNTL(fd, F_SETFL, O_NONBLOCK);
-        long long h = add_slot(fd);
-        if (h < 0) { S_CLOSE(fd); fail("EIO", "too many open sockets"); finish(p, 0); return; }
-        b_printf(&S.res, ",\"sock\":%lld", h);
-        res_names(fd);
+        struct slot *sl = add_slot(fd);
+        if (!sl) { S_CLOSE(fd); finish(p, 0); return; }
+        b_printf(&S.res, ",\"sock\":%lld", sl->handle);
+        res_names(sl);
         finish(p, 1);
         return;
     case OP_CONNECT: {
@@ -740,10 +763,10 @@ static void progress(struct pending *p, short revents) {
 #ifdef TCPCONF_LWIP
         if (err == ECONNRESET) err = ECONNREFUSED; /* lwIP reports a RST to its SYN as ERR_RST */
 #endif
-        if (!err && (p->handle = add_slot(p->fd)) < 0) err = EMFILE;
-        if (err) { S_CLOSE(p->fd); fail_errno(err); finish(p, 0); return; }
-        b_printf(&S.res, ",\"sock\":%lld", p->handle);
-        res_names(p->fd);
+        struct slot *sl = err ? NULL : add_slot(p->fd);
+        if (!sl) { S_CLOSE(p->fd); if (err) fail_errno(err); finish(p, 0); return; }
+        b_printf(&S.res, ",\"sock\":%lld", sl->handle);
+        res_names(sl);
         finish(p, 1);
         return;
     }
@@ -827,9 +850,9 @@ static int op_listen(const struct request *rq) {
     }
     len = sizeof ss;
     S_GETSOCKNAME(fd, (struct sockaddr *)&ss, &len);
-    long long h = add_slot(fd);
-    if (h < 0) { S_CLOSE(fd); return fail("EIO", "too many open sockets"); }
-    b_printf(&S.res, ",\"sock\":%lld,\"port\":%d", h, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    struct slot *sl = add_slot(fd);
+    if (!sl) { S_CLOSE(fd); return -1; }
+    b_printf(&S.res, ",\"sock\":%lld,\"port\":%d", sl->handle, ntohs(((struct sockaddr_in *)&ss)->sin_port));
     return 0;
 }
 
@@ -941,7 +964,7 @@ static int op_close(const struct request *rq, int abort) {
 static int op_state(const struct request *rq) {
     struct slot *sl;
     if (handle_arg(rq, &sl)) return -1;
-    plat_state(sl->fd);
+    plat_state(sl);
     return 0;
 }
 
