@@ -26,10 +26,10 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
-from support import REPO, netns_available
 
 from conformance.targets.netns import call_in_netns, create, delete, namespace_name, pids_in, run
 from conformance.upper_tester import AgentClient, AgentError
+from support import REPO, netns_available
 
 PROG = REPO / "zoo" / "lwip" / "build" / "tcpconf-lwip"
 TAP = "tap0"
