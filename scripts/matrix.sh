@@ -5,7 +5,7 @@
 # Build the zoo first: scripts/zoo.sh (targets whose stack is not built are recorded as ERROR with the reason).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-targets=${MATRIX_TARGETS:-"local zoo-linux61-qemu zoo-gvisor zoo-pytcp zoo-lwip zoo-slirp"}
+targets=${MATRIX_TARGETS:-"local zoo-linux61-qemu zoo-gvisor zoo-pytcp zoo-lwip zoo-slirp zoo-passt"}
 out=${MATRIX_DIR:-reports/matrix}
 mkdir -p "$out"
 results=()

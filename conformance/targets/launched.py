@@ -80,7 +80,7 @@ class LaunchedTarget:
             self.link_ns = netns.namespace_name(f"{self.worker}-{self.config.name}-link"[:40])
             netns.create(self.link_ns)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{netns.TAG}-{os.getpid()}-"))
-        self.workdir.chmod(0o755)  # stacks that drop privileges (passt runs as nobody) still reach their sockets
+        self.workdir.chmod(0o755)  # readable by stacks that drop root (passt runs as nobody)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
