@@ -98,10 +98,8 @@ class Lab:
 
     def down(self) -> None:
         for ns in (self.server, self.bench):
+            netns.kill_all(ns)
             if os.path.exists(os.path.join(netns.NETNS_DIR, ns)):
-                for pid in netns.pids_in(ns):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, 9)
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10, check=False)
 
     def bench_command(self, argv: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ from ..wire.ethernet_link import EthernetLink
 from . import netns
 from .config import TargetConfig
 from .local import AGENT_PATH
-from .reach import TargetStartError, connect_agent, open_link, resolve_all
+from .reach import TargetStartError, close_quietly, connect_agent, open_link, resolve_all
 
 DEFAULT_TAP = "ltap0"
 DEFAULT_TARGET_MAC = "02:00:00:00:00:01"
@@ -178,13 +178,8 @@ class LaunchedTarget:
 
     # ---- stop ----
     def stop(self) -> None:
-        if self.agent is not None:
-            with contextlib.suppress(Exception):
-                self.agent.close()
-            self.agent = None
-        if self.link is not None:
-            self.link.close()
-            self.link = None
+        close_quietly(self.agent, self.link)
+        self.agent, self.link = None, None
         if self.process is not None:
             with contextlib.suppress(OSError):
                 self.process.terminate()
@@ -195,10 +190,8 @@ class LaunchedTarget:
                 self.process.wait(timeout=5)
             self.process = None
         for ns in (self.ns, self.link_ns):
-            if ns and os.path.exists(f"{netns.NETNS_DIR}/{ns}"):
-                for pid in netns.pids_in(ns):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, 9)
+            if ns:
+                netns.kill_all(ns)
         if self.config.teardown:
             with contextlib.suppress(TargetStartError, netns.NetnsError):
                 netns.run([self.expand(a) for a in self.config.teardown], timeout=30)

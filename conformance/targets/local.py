@@ -7,9 +7,7 @@ from targets.yaml describe variants of the kernel. The upper-tester agent runs i
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
 import sys
 from pathlib import Path
 from typing import IO
@@ -100,7 +98,5 @@ class LocalTarget:
         if self._log is not None:
             self._log.close()
             self._log = None
-        for pid in netns.pids_in(self.ns) if os.path.exists(f"{netns.NETNS_DIR}/{self.ns}") else []:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        netns.kill_all(self.ns)
         netns.delete(self.ns)

@@ -71,6 +71,15 @@ def pids_in(name: str) -> list[int]:
     return [int(p) for p in proc.stdout.split() if p.isdigit()]
 
 
+def kill_all(name: str) -> None:
+    """SIGKILL every process in a namespace (it cannot be deleted while they live); absent is fine."""
+    if not os.path.exists(os.path.join(NETNS_DIR, name)):
+        return
+    for pid in pids_in(name):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -92,9 +101,7 @@ def reap_leftovers() -> list[str]:
         m = _NAME.match(name)
         if not m or _alive(int(m.group(1))):
             continue
-        for pid in pids_in(name):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        kill_all(name)
         delete(name)
         removed.append(name)
     return removed

@@ -6,6 +6,7 @@ wait is bounded, and every failure is one line naming what did not answer.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -84,6 +85,15 @@ def resolve_all(link: EthernetLink, entry: TargetConfig) -> None:
             link.resolve(4 if family == "ipv4" else 6)
         except Unreachable as exc:
             raise TargetStartError(str(exc)) from None
+
+
+def close_quietly(agent: AgentClient | None, link: EthernetLink | None) -> None:
+    """End the agent session and close the link, whatever state either is in."""
+    if agent is not None:
+        with contextlib.suppress(Exception):
+            agent.close()
+    if link is not None:
+        link.close()
 
 
 def agent_token(agent: AgentConfig) -> str | None:

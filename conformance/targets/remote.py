@@ -5,14 +5,13 @@ cases that need no socket action on it still run (see TargetConfig.declared_capa
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
 from ..upper_tester import AgentClient
 from ..wire.ethernet_link import EthernetLink
 from .config import TargetConfig
-from .reach import TargetStartError, connect_agent, open_link, resolve_all
+from .reach import TargetStartError, close_quietly, connect_agent, open_link, resolve_all
 
 
 class RemoteTarget:
@@ -58,10 +57,5 @@ class RemoteTarget:
         self._connect_agent()
 
     def stop(self) -> None:
-        if self.agent is not None:
-            with contextlib.suppress(Exception):
-                self.agent.close()
-            self.agent = None
-        if self.link is not None:
-            self.link.close()
-            self.link = None
+        close_quietly(self.agent, self.link)
+        self.agent, self.link = None, None

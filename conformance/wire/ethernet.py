@@ -12,6 +12,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from .build import internet_checksum
+
 ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806
 ETH_IPV6 = 0x86DD
@@ -51,19 +53,10 @@ def multicast_mac(addr6: bytes) -> bytes:
     return b"\x33\x33" + addr6[12:]
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def icmpv6_packet(src: bytes, dst: bytes, body: bytes) -> bytes:
     """An IPv6 packet (hop limit 255, as ND requires) carrying ``body`` with its checksum filled in."""
     pseudo = src + dst + struct.pack("!I3xB", len(body), ICMPV6)
-    csum = _checksum(pseudo + body[:2] + b"\0\0" + body[4:])
+    csum = internet_checksum(pseudo + body[:2] + b"\0\0" + body[4:])
     body = body[:2] + struct.pack("!H", csum) + body[4:]
     return struct.pack("!IHBB", 6 << 28, len(body), ICMPV6, 255) + src + dst + body
 
