@@ -604,8 +604,17 @@ def split_host_port(where: str) -> tuple:
     return host.strip("[]"), int(port)
 
 
+def serve_client(config: Config, conn: socket.socket, peer: tuple) -> None:
+    log(f"client {peer[0]} port {peer[1]}")
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with conn, conn.makefile("rb") as rfile, conn.makefile("wb") as wfile:
+        Session(wfile, config).serve(rfile)
+    log(f"client {peer[0]} port {peer[1]} gone")
+
+
 def serve_tcp(config: Config, where: str, once: bool) -> None:
-    """Serve one management connection at a time; its sockets are closed when it ends."""
+    """Serve management connections, each in a thread of its own with sockets of its own (parallel test
+    workers each open one); a connection's sockets are closed when it ends. ``once``: serve one, then exit."""
     host, port = split_host_port(where)
     server = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     if os.name != "nt":
@@ -618,13 +627,10 @@ def serve_tcp(config: Config, where: str, once: bool) -> None:
     with server:
         while True:
             conn, peer = server.accept()
-            log(f"client {peer[0]} port {peer[1]}")
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with conn, conn.makefile("rb") as rfile, conn.makefile("wb") as wfile:
-                Session(wfile, config).serve(rfile)
-            log(f"client {peer[0]} port {peer[1]} gone")
             if once:
+                serve_client(config, conn, peer)
                 return
+            threading.Thread(target=serve_client, args=(config, conn, peer), daemon=True).start()
 
 
 def parse_args(argv: list | None) -> argparse.Namespace:
