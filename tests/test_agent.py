@@ -456,6 +456,57 @@ def test_state_names_and_tcp_info(agent: AgentClient, family: str) -> None:
     assert client_info["snd_wscale"] == server_info["rcv_wscale"]
 
 
+TCPI_OPT_SYN_DATA = 32  # Linux tcpi_options: data sent in the SYN was acknowledged by the SYN-ACK
+
+
+def _fastopen_open(agent: AgentClient, family: str, listener: dict, data: str) -> tuple[dict, int]:
+    """A Fast Open connect with ``data`` to ``listener``; the connect result and the accepted handle."""
+    accepting = agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
+    connected = agent.call("connect", family=family, addr=ADDRS[family], port=listener["port"], fastopen=True,
+                           data=data)  # fmt: skip
+    return connected, accepting.wait(6.0)["sock"]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_fastopen_first_open_requests_a_cookie_then_the_next_carries_data_in_the_syn(
+    netns: str, agent: AgentClient, family: str
+) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.tcp_fastopen=3"], check=True)
+    listener = agent.call("listen", family=family, addr=ADDRS[family], port=0, fastopen=8)
+
+    first, server = _fastopen_open(agent, family, listener, "first")
+    assert first["sent"] == 5
+    assert _recv_exactly(agent, server, 5) == b"first"
+    assert not agent.call("state", sock=first["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA  # no cookie yet
+
+    second, server = _fastopen_open(agent, family, listener, "second")
+    assert _recv_exactly(agent, server, 6) == b"second"
+    assert agent.call("state", sock=second["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA  # data in the SYN
+
+
+@pytest.mark.netns
+def test_fastopen_listener_without_server_support_still_accepts(agent: AgentClient) -> None:
+    """With only the client bit of tcp_fastopen (Linux's default), the data goes after the handshake."""
+    listener = agent.call("listen", family="ipv4", addr=V4, port=0, fastopen=8)
+    for data in ("one", "two"):
+        connected, server = _fastopen_open(agent, "ipv4", listener, data)
+        assert _recv_exactly(agent, server, 3) == data.encode()
+        assert not agent.call("state", sock=connected["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA
+
+
+@pytest.mark.netns
+def test_fastopen_arguments_are_checked(agent: AgentClient) -> None:
+    listen = {"family": "ipv4", "addr": V4, "port": 0}
+    assert _error_of(lambda: agent.call("listen", **listen, fastopen=-1)) == "EINVAL"
+    assert _error_of(lambda: agent.call("listen", **listen, fastopen=True)) == "EINVAL"
+    port = agent.call("listen", **listen)["port"]
+    connect = {"family": "ipv4", "addr": V4, "port": port}
+    assert _error_of(lambda: agent.call("connect", **connect, fastopen=True)) == "EINVAL"  # no data
+    assert _error_of(lambda: agent.call("connect", **connect, fastopen=1, data="x")) == "EINVAL"
+    assert _error_of(lambda: agent.call("connect", **connect, fastopen=True, data="x", len=1)) == "EINVAL"
+
+
 @pytest.mark.netns
 def test_closed_or_unknown_handles_are_ebadf(agent: AgentClient) -> None:
     sock = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
