@@ -257,6 +257,14 @@ def connect_socket(sock: socket.socket, address: tuple, deadline: float) -> None
         raise OSError(code, os.strerror(code))
 
 
+def set_user_timeout(sock: socket.socket, milliseconds: int) -> None:
+    """R2 of RFC 9293 section 3.8.3: how long transmissions may go unacknowledged before the stack gives up."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None:
+        raise OpError("ENOTSUP", "TCP_USER_TIMEOUT is not available on this platform")
+    sock.setsockopt(socket.IPPROTO_TCP, option, milliseconds)
+
+
 def fastopen_listen(sock: socket.socket, qlen: int) -> None:
     """Allow data in SYNs with a valid cookie on this listener (RFC 7413); ``qlen`` bounds pending ones."""
     option = getattr(socket, "TCP_FASTOPEN", None)
@@ -564,9 +572,14 @@ class Session:
         deadline = deadline_arg(req, 5000)
         fastopen = arg(req, "fastopen", bool, False)
         payload = payload_arg(req) if fastopen else b""
+        user_timeout = arg(req, "user_timeout_ms", int, None)
+        if user_timeout is not None and not 0 < user_timeout < 2**31:
+            raise OpError("EINVAL", "user_timeout_ms must be a positive number of milliseconds")
         self.config.check_connect(addr)
         sock = new_socket(family, req)
         try:
+            if user_timeout is not None:
+                set_user_timeout(sock, user_timeout)
             if local_addr is not None or local_port is not None:
                 sock.bind((local_addr or wildcard(family), local_port or 0))
             if fastopen:

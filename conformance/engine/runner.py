@@ -682,15 +682,22 @@ class CaseRunner:
         op = spec.op
         if op == "listen":
             port = self._ev(spec.port, 0, wrap=False)
-            args = {"family": s.family, "addr": s.target_addr, "port": port, "backlog": spec.backlog or 16}
+            args = {"family": s.family, "port": port, "backlog": spec.backlog or 16}
+            if not spec.wildcard:
+                args["addr"] = s.target_addr
             if spec.fastopen is not None:  # TCP_FASTOPEN queue length; true means 16
                 args["fastopen"] = 16 if spec.fastopen is True else int(spec.fastopen)
             return args | ({"rcvbuf": spec.rcvbuf} if spec.rcvbuf else {})
         if op == "accept":
             return {"sock": self._sock(spec, "listener"), "timeout_ms": ms}
         if op == "connect":
-            args = {"family": s.family, "addr": s.tester_addr, "port": self.env["l_port"],
+            peer = s.tester_addr if spec.to_addr == "tester" else self._special_peer(spec.to_addr)
+            args = {"family": s.family, "addr": peer, "port": self.env["l_port"],
                     "local_addr": s.target_addr, "local_port": self.env["t_port"], "timeout_ms": ms}  # fmt: skip
+            if spec.wildcard:
+                del args["local_addr"]
+            if spec.user_timeout is not None:
+                args["user_timeout_ms"] = int(spec.user_timeout * 1000)
             if spec.fastopen:  # data with the SYN (RFC 7413), or a cookie request when the stack has no cookie
                 args["fastopen"] = True
                 if spec.data is not None:
@@ -708,6 +715,15 @@ class CaseRunner:
         if op == "shutdown":
             return {"sock": sock, "how": spec.how or "wr"}
         return {"sock": sock}
+
+    def _special_peer(self, name: str) -> str:
+        """A broadcast or multicast peer for connect; segments the target sends there are watched."""
+        try:
+            addr = self.s.special_address(name)
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+        self.l_addrs.add(socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr))
+        return addr
 
     def _finish_ut(self, spec: UtSpec, call: PendingCall, step_spec: UtSpec, record: StepRecord) -> None:
         wanted = [step_spec.result] if isinstance(step_spec.result, str) else list(step_spec.result)

@@ -247,6 +247,9 @@ class UtSpec(Strict):
     fastopen: bool | int | None = Field(
         None, description="listen: TCP Fast Open queue length (true: 16); connect: true sends data/len with the SYN"
     )
+    wildcard: bool = Field(False, description="listen or connect without a local address: the stack chooses it")
+    user_timeout: Duration | None = Field(None, description="for connect: R2, the time after which it gives up")
+    to_addr: Literal["tester", "broadcast", "multicast"] = Field("tester", description="for connect: the peer")
 
     @model_validator(mode="before")
     @classmethod
@@ -263,6 +266,10 @@ class UtSpec(Strict):
             raise ValueError("a fastopen connect sends data with its SYN: give data or len")
         if self.port is not None and self.op != "listen":
             raise ValueError("port applies to listen")
+        if self.wildcard and self.op not in ("listen", "connect"):
+            raise ValueError("wildcard applies to listen and connect")
+        if (self.user_timeout is not None or self.to_addr != "tester") and self.op != "connect":
+            raise ValueError("user_timeout and to_addr apply to connect")
         return self
 
 
