@@ -508,6 +508,26 @@ def test_fastopen_arguments_are_checked(agent: AgentClient) -> None:
 
 
 @pytest.mark.netns
+def test_user_timeout_ends_an_unanswered_connect(netns: str, spawn_agent: Callable[..., AgentClient]) -> None:
+    """user_timeout_ms is R2: the stack gives up on its SYNs well before the agent's own timeout_ms."""
+    sink = "198.18.9.2"  # out of one end of a veth pair inside the namespace; nothing owns it, nothing answers
+    _ip("-n", netns, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1")
+    _ip("-n", netns, "addr", "add", "198.18.9.1/24", "dev", "sink0")
+    for dev in ("sink0", "sink1"):
+        _ip("-n", netns, "link", "set", dev, "up")
+    _ip("-n", netns, "neigh", "add", sink, "lladdr", "02:00:00:00:09:02", "dev", "sink0", "nud", "permanent")
+    agent = spawn_agent("--allow-connect", sink)
+    started = time.monotonic()
+    error = _error_of(
+        lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms=1500, timeout_ms=10_000)
+    )
+    assert error == "ETIMEDOUT"
+    assert 1.4 < time.monotonic() - started < 6.0  # the stack's give-up, not the agent's 10 s
+    assert _error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms=0)) == "EINVAL"
+    assert _error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms="1")) == "EINVAL"
+
+
+@pytest.mark.netns
 def test_closed_or_unknown_handles_are_ebadf(agent: AgentClient) -> None:
     sock = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
     assert agent.call("close", sock=sock) == {}
