@@ -150,7 +150,7 @@ def pattern(length: int) -> bytes:
 def payload_arg(req: dict) -> bytes:
     given = [key for key in ("data", "data_b64", "len") if req.get(key) is not None]
     if len(given) != 1:
-        raise OpError("EINVAL", "send needs exactly one of data, data_b64 and len")
+        raise OpError("EINVAL", "give exactly one of data, data_b64 and len")
     if given[0] == "data":
         return arg(req, "data", str).encode("utf-8")
     if given[0] == "data_b64":
@@ -255,6 +255,56 @@ def connect_socket(sock: socket.socket, address: tuple, deadline: float) -> None
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if code:
         raise OSError(code, os.strerror(code))
+
+
+def set_user_timeout(sock: socket.socket, milliseconds: int) -> None:
+    """R2 of RFC 9293 section 3.8.3: how long transmissions may go unacknowledged before the stack gives up."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None:
+        raise OpError("ENOTSUP", "TCP_USER_TIMEOUT is not available on this platform")
+    sock.setsockopt(socket.IPPROTO_TCP, option, milliseconds)
+
+
+def fastopen_listen(sock: socket.socket, qlen: int) -> None:
+    """Allow data in SYNs with a valid cookie on this listener (RFC 7413); ``qlen`` bounds pending ones."""
+    option = getattr(socket, "TCP_FASTOPEN", None)
+    if option is None:
+        raise OpError("ENOTSUP", "TCP Fast Open (TCP_FASTOPEN) is not available on this platform")
+    sock.setsockopt(socket.IPPROTO_TCP, option, qlen)
+
+
+def fastopen_connect(sock: socket.socket, address: tuple, payload: bytes, deadline: float) -> None:
+    """Open with TCP Fast Open: the stack puts the payload in the SYN when it holds a cookie for the peer,
+    else sends a cookie request; whatever did not fit in the SYN is sent once the handshake completes."""
+    flag = getattr(socket, "MSG_FASTOPEN", None)
+    if flag is None:
+        raise OpError("ENOTSUP", "TCP Fast Open (MSG_FASTOPEN) is not available on this platform")
+    try:
+        in_syn = sock.sendto(payload, flag, address)
+    except OSError as exc:
+        if exc.errno not in IN_PROGRESS:
+            raise
+        in_syn = 0  # no cookie: a plain SYN with a cookie request went out
+    if not wait_ready(sock, "w", deadline):
+        raise OpError("ETIMEDOUT", "the connection was not established within timeout_ms")
+    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, os.strerror(code))
+    send_all(sock, memoryview(payload)[in_syn:], deadline, already=in_syn)
+
+
+def send_all(sock: socket.socket, payload: memoryview, deadline: float, already: int = 0) -> int:
+    """Write all of ``payload`` (``already`` bytes went earlier); ETIMEDOUT with ``sent`` if it cannot."""
+    sent = 0
+    while sent < len(payload):
+        if not wait_ready(sock, "w", deadline):
+            total = already + len(payload)
+            raise OpError("ETIMEDOUT", f"sent {already + sent} of {total} bytes within timeout_ms", sent=already + sent)
+        try:
+            sent += sock.send(payload[sent:])
+        except (BlockingIOError, InterruptedError):
+            continue
+    return already + sent
 
 
 def option_names(bits: int) -> list:
@@ -483,9 +533,14 @@ class Session:
         addr = arg(req, "addr", str, wildcard(family))
         port = port_arg(req, "port", 0)
         backlog = arg(req, "backlog", int, 16)
+        fastopen = arg(req, "fastopen", int, 0)
+        if fastopen < 0:
+            raise OpError("EINVAL", "fastopen must not be negative")
         sock = new_socket(family, req)
         try:
             sock.bind((addr, port))
+            if fastopen:
+                fastopen_listen(sock, fastopen)
             sock.listen(backlog)
             port = sock.getsockname()[1]
         except BaseException:
@@ -515,32 +570,36 @@ class Session:
         local_addr = arg(req, "local_addr", str, None)
         local_port = port_arg(req, "local_port", None)
         deadline = deadline_arg(req, 5000)
+        fastopen = arg(req, "fastopen", bool, False)
+        payload = payload_arg(req) if fastopen else b""
+        user_timeout = arg(req, "user_timeout_ms", int, None)
+        if user_timeout is not None and not 0 < user_timeout < 2**31:
+            raise OpError("EINVAL", "user_timeout_ms must be a positive number of milliseconds")
         self.config.check_connect(addr)
         sock = new_socket(family, req)
         try:
+            if user_timeout is not None:
+                set_user_timeout(sock, user_timeout)
             if local_addr is not None or local_port is not None:
                 sock.bind((local_addr or wildcard(family), local_port or 0))
-            connect_socket(sock, (addr, port), deadline)
+            if fastopen:
+                fastopen_connect(sock, (addr, port), payload, deadline)
+            else:
+                connect_socket(sock, (addr, port), deadline)
             local, peer = sock.getsockname(), sock.getpeername()
         except BaseException:
             sock.close()
             raise
-        return {"sock": self.sockets.add(sock), "local": endpoint(local), "peer": endpoint(peer)}
+        result = {"sock": self.sockets.add(sock), "local": endpoint(local), "peer": endpoint(peer)}
+        if fastopen:
+            result["sent"] = len(payload)
+        return result
 
     def op_send(self, req: dict) -> dict:
         sock = self.sockets.get(handle_arg(req))
         payload = memoryview(payload_arg(req))
         deadline = deadline_arg(req, 10000)
-        sent = 0
-        while sent < len(payload):
-            if not wait_ready(sock, "w", deadline):
-                message = f"sent {sent} of {len(payload)} bytes within timeout_ms"
-                raise OpError("ETIMEDOUT", message, sent=sent)
-            try:
-                sent += sock.send(payload[sent:])
-            except (BlockingIOError, InterruptedError):
-                continue
-        return {"sent": sent}
+        return {"sent": send_all(sock, payload, deadline)}
 
     def op_recv(self, req: dict) -> dict:
         sock = self.sockets.get(handle_arg(req))

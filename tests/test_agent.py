@@ -456,6 +456,77 @@ def test_state_names_and_tcp_info(agent: AgentClient, family: str) -> None:
     assert client_info["snd_wscale"] == server_info["rcv_wscale"]
 
 
+TCPI_OPT_SYN_DATA = 32  # Linux tcpi_options: data sent in the SYN was acknowledged by the SYN-ACK
+
+
+def _fastopen_open(agent: AgentClient, family: str, listener: dict, data: str) -> tuple[dict, int]:
+    """A Fast Open connect with ``data`` to ``listener``; the connect result and the accepted handle."""
+    accepting = agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
+    connected = agent.call("connect", family=family, addr=ADDRS[family], port=listener["port"], fastopen=True,
+                           data=data)  # fmt: skip
+    return connected, accepting.wait(6.0)["sock"]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_fastopen_first_open_requests_a_cookie_then_the_next_carries_data_in_the_syn(
+    netns: str, agent: AgentClient, family: str
+) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.tcp_fastopen=3"], check=True)
+    listener = agent.call("listen", family=family, addr=ADDRS[family], port=0, fastopen=8)
+
+    first, server = _fastopen_open(agent, family, listener, "first")
+    assert first["sent"] == 5
+    assert _recv_exactly(agent, server, 5) == b"first"
+    assert not agent.call("state", sock=first["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA  # no cookie yet
+
+    second, server = _fastopen_open(agent, family, listener, "second")
+    assert _recv_exactly(agent, server, 6) == b"second"
+    assert agent.call("state", sock=second["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA  # data in the SYN
+
+
+@pytest.mark.netns
+def test_fastopen_listener_without_server_support_still_accepts(agent: AgentClient) -> None:
+    """With only the client bit of tcp_fastopen (Linux's default), the data goes after the handshake."""
+    listener = agent.call("listen", family="ipv4", addr=V4, port=0, fastopen=8)
+    for data in ("one", "two"):
+        connected, server = _fastopen_open(agent, "ipv4", listener, data)
+        assert _recv_exactly(agent, server, 3) == data.encode()
+        assert not agent.call("state", sock=connected["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA
+
+
+@pytest.mark.netns
+def test_fastopen_arguments_are_checked(agent: AgentClient) -> None:
+    listen = {"family": "ipv4", "addr": V4, "port": 0}
+    assert _error_of(lambda: agent.call("listen", **listen, fastopen=-1)) == "EINVAL"
+    assert _error_of(lambda: agent.call("listen", **listen, fastopen=True)) == "EINVAL"
+    port = agent.call("listen", **listen)["port"]
+    connect = {"family": "ipv4", "addr": V4, "port": port}
+    assert _error_of(lambda: agent.call("connect", **connect, fastopen=True)) == "EINVAL"  # no data
+    assert _error_of(lambda: agent.call("connect", **connect, fastopen=1, data="x")) == "EINVAL"
+    assert _error_of(lambda: agent.call("connect", **connect, fastopen=True, data="x", len=1)) == "EINVAL"
+
+
+@pytest.mark.netns
+def test_user_timeout_ends_an_unanswered_connect(netns: str, spawn_agent: Callable[..., AgentClient]) -> None:
+    """user_timeout_ms is R2: the stack gives up on its SYNs well before the agent's own timeout_ms."""
+    sink = "198.18.9.2"  # out of one end of a veth pair inside the namespace; nothing owns it, nothing answers
+    _ip("-n", netns, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1")
+    _ip("-n", netns, "addr", "add", "198.18.9.1/24", "dev", "sink0")
+    for dev in ("sink0", "sink1"):
+        _ip("-n", netns, "link", "set", dev, "up")
+    _ip("-n", netns, "neigh", "add", sink, "lladdr", "02:00:00:00:09:02", "dev", "sink0", "nud", "permanent")
+    agent = spawn_agent("--allow-connect", sink)
+    started = time.monotonic()
+    error = _error_of(
+        lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms=1500, timeout_ms=10_000)
+    )
+    assert error == "ETIMEDOUT"
+    assert 1.4 < time.monotonic() - started < 6.0  # the stack's give-up, not the agent's 10 s
+    assert _error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms=0)) == "EINVAL"
+    assert _error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms="1")) == "EINVAL"
+
+
 @pytest.mark.netns
 def test_closed_or_unknown_handles_are_ebadf(agent: AgentClient) -> None:
     sock = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]

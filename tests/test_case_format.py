@@ -122,7 +122,8 @@ MALFORMED = [
     ("wait-shorthand", BASE + "  - wait: 100ms\n", "100ms", 0,
      "steps[2].wait", r"every wait has a reason"),
     ("unknown-option", BASE + "  - expect: {flags: SA, options: {mss: any, clamp: 5}}\n", "{mss: any", 0,
-     "steps[2].expect.options", r"unknown option 'clamp' \(known: mss, wscale, sackok, ts, ts_val, ts_ecr, sack\)"),
+     "steps[2].expect.options", r"unknown option 'clamp' \(known: mss, wscale, sackok, ts, ts_val, ts_ecr, sack, tfo, "
+     r"tfo_cookie, eol_padding\)"),
     ("unknown-expect-field", BASE + "  - expect: {flags: R, flagz: S}\n", "flagz", 0,
      "steps[2].expect.flagz", r"unknown key"),
     ("bad-duration", BASE + "  - expect: {flags: R, timeout: 3 fortnights}\n", "3 fortnights", 0,

@@ -27,8 +27,32 @@ def value_matches(m: Matcher, value: int | None, env: Mapping[str, int], *, wrap
     return value >= low or value <= high  # a range that wraps around 2**32
 
 
+def eol_padding(seg: Segment) -> int:
+    """How many bytes after an End of Option List option are not zero (0 without EOL; RFC 9293 MUST-69)."""
+    start = ((seg.raw[0] & 0x0F) * 4 if seg.family == "ipv4" else 40) + 20
+    raw = seg.raw[start : start - 20 + seg.doff * 4]
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0:
+            return sum(1 for b in raw[i + 1 :] if b)
+        if raw[i] == 1:
+            i += 1
+        elif i + 1 < len(raw) and raw[i + 1] >= 2:
+            i += raw[i + 1]
+        else:
+            return 0  # a malformed option ends the walk: there is no EOL to speak of
+    return 0
+
+
 def _option_value(seg: Segment, name: str) -> int | None:
     """The option's value as an int (1 for presence-only options), or None when absent."""
+    if name == "eol_padding":
+        return eol_padding(seg)
+    if name in ("tfo", "tfo_cookie"):  # TCP Fast Open: the cookie's length (0: a request), or its value
+        opt = seg.option("tfo")
+        if opt is None or opt.malformed:
+            return None
+        return len(opt.data) if name == "tfo" else int.from_bytes(opt.data, "big")
     if name in ("ts_val", "ts_ecr"):
         opt = seg.option("ts")
         v = opt.value() if opt else None

@@ -102,6 +102,7 @@ class CaseRunner:
         self._seg_ts: dict[int, float] = {}  # id(segment) -> kernel timestamp, for bind: time_us
         self._seg_entry: dict[int, TraceEntry] = {}  # id(segment) -> its trace entry
         self.recorded: dict[str, int] = {}
+        self.tfo_cookie: bytes | None = None  # the last TCP Fast Open cookie the target sent (send: {tfo: cookie})
         self.case_deadline = float("inf")  # set by run(): the case's own time limit
         self._blocked = 0.0  # time spent waiting on the link or the agent
         self._declared = 0.0  # silence windows and waits the case itself declares
@@ -424,6 +425,11 @@ class CaseRunner:
         if opt.name == "raw":
             raw = opt.value
             return OutOption("raw", kind=raw.kind, data=bytes.fromhex(raw.data), length=raw.length)
+        if opt.name == "tfo":  # RFC 7413 option, kind 34: a cookie request, the target's cookie, or a literal
+            if opt.value == "cookie" and self.tfo_cookie is None:
+                raise StepError("send {tfo: cookie}: the target has sent no Fast Open cookie in this case")
+            cookie = {"request": b"", "cookie": self.tfo_cookie}.get(opt.value)
+            return OutOption("raw", kind=34, data=bytes.fromhex(opt.value) if cookie is None else cookie)
         return OutOption(opt.name)
 
     # ---- lower tester: receive -------------------------------------------------------------------
@@ -505,6 +511,9 @@ class CaseRunner:
             "t_nxt" in env and seg.length and seq_diff(seg.end_seq, env["t_nxt"]) > 0 >= seq_diff(seg.seq, env["t_nxt"])
         ) or ("t_nxt" not in env and not seg.flags & 0x04):
             env["t_nxt"] = seg.end_seq
+        tfo = seg.option("tfo")
+        if tfo is not None and tfo.data and not tfo.malformed:
+            self.tfo_cookie = tfo.data
         ts = seg.option("ts")
         if ts is not None and isinstance(ts.value(), tuple):
             env["t_tsval"] = ts.value()[0]  # type: ignore[index]
@@ -682,14 +691,29 @@ class CaseRunner:
         s, ms = self.s, int(spec.timeout * 1000)
         op = spec.op
         if op == "listen":
-            addr = ("0.0.0.0" if s.family == "ipv4" else "::") if s.listen_any else s.target_addr
-            args = {"family": s.family, "addr": addr, "port": 0, "backlog": spec.backlog or 16}
+            port = self._ev(spec.port, 0, wrap=False)
+            args = {"family": s.family, "port": port, "backlog": spec.backlog or 16}
+            if not spec.wildcard and not s.listen_any:  # listen_any: the target address is a proxy's translation
+                args["addr"] = s.target_addr
+            if spec.fastopen is not None:  # TCP_FASTOPEN queue length; true means 16
+                args["fastopen"] = 16 if spec.fastopen is True else int(spec.fastopen)
             return args | ({"rcvbuf": spec.rcvbuf} if spec.rcvbuf else {})
         if op == "accept":
             return {"sock": self._sock(spec, "listener"), "timeout_ms": ms}
         if op == "connect":
-            args = {"family": s.family, "addr": s.tester_addr, "port": self.env["l_port"],
+            peer = s.tester_addr if spec.to_addr == "tester" else self._special_peer(spec.to_addr)
+            args = {"family": s.family, "addr": peer, "port": self.env["l_port"],
                     "local_addr": s.target_addr, "local_port": self.env["t_port"], "timeout_ms": ms}  # fmt: skip
+            if spec.wildcard:
+                del args["local_addr"]
+            if spec.user_timeout is not None:
+                args["user_timeout_ms"] = int(spec.user_timeout * 1000)
+            if spec.fastopen:  # data with the SYN (RFC 7413), or a cookie request when the stack has no cookie
+                args["fastopen"] = True
+                if spec.data is not None:
+                    args["data_b64"] = base64.b64encode(spec.data.encode()).decode()
+                else:
+                    args["len"] = spec.len
             return args | ({"rcvbuf": spec.rcvbuf} if spec.rcvbuf else {})
         sock = self._sock(spec, "conn")
         if op == "send":
@@ -701,6 +725,15 @@ class CaseRunner:
         if op == "shutdown":
             return {"sock": sock, "how": spec.how or "wr"}
         return {"sock": sock}
+
+    def _special_peer(self, name: str) -> str:
+        """A broadcast or multicast peer for connect; segments the target sends there are watched."""
+        try:
+            addr = self.s.special_address(name)
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+        self.l_addrs.add(socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr))
+        return addr
 
     def _finish_ut(self, spec: UtSpec, call: PendingCall, step_spec: UtSpec, record: StepRecord) -> None:
         wanted = [step_spec.result] if isinstance(step_spec.result, str) else list(step_spec.result)

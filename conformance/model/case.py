@@ -30,8 +30,8 @@ class Level(StrEnum):
 
 Family = Literal["ipv4", "ipv6"]
 
-SEND_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "raw")
-EXPECT_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "ts_val", "ts_ecr", "sack")
+SEND_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "tfo", "raw")
+EXPECT_OPTION_NAMES = ("mss", "wscale", "sackok", "ts", "ts_val", "ts_ecr", "sack", "tfo", "tfo_cookie", "eol_padding")
 BIND_FIELDS = (
     "seq", "ack", "window", "len", "flags", "sport", "dport", "end_seq", "time_us",
     "opt.mss", "opt.wscale", "opt.ts_val", "opt.ts_ecr",
@@ -47,7 +47,7 @@ class RawOption(Strict):
 class SendOption(Strict):
     """One option of an outgoing segment, in the order written."""
 
-    name: Literal["mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "raw"]
+    name: Literal["mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "tfo", "raw"]
     value: Any = None
 
     @model_validator(mode="before")
@@ -78,6 +78,9 @@ class SendOption(Strict):
             if not isinstance(value, list) or not all(isinstance(b, list) and len(b) == 2 for b in value):
                 raise ValueError("sack takes a list of [left, right] blocks")
             object.__setattr__(self, "value", tuple((parse_expr(a), parse_expr(b)) for a, b in value))
+        elif name == "tfo":
+            if not isinstance(value, str) or not re.fullmatch(r"request|cookie|([0-9a-fA-F]{2}){4,16}", value):
+                raise ValueError("tfo takes request, cookie (the target's last cookie) or a quoted hex cookie")
         elif name == "raw":
             object.__setattr__(self, "value", RawOption.model_validate(value))
         return self
@@ -134,7 +137,9 @@ class ExpectSpec(Strict):
     reserved: Match | None = Field(None, description="the four reserved header bits")
     checksum: Literal["good", "any"] = Field("any", description="good: the segment's TCP checksum must be right")
     options: dict[str, Match] | None = Field(
-        None, description="by name: mss, wscale, sackok, ts, ts_val, ts_ecr, sack: any | absent | N | a..b"
+        None,
+        description="by name: mss, wscale, sackok, ts, ts_val, ts_ecr, sack, tfo (cookie length, 0: a request),"
+        " tfo_cookie (as an integer), eol_padding (non-zero bytes after EOL): any | absent | N | a..b",
     )
     timeout: Duration = 1.0
     bind: dict[str, str] = Field({}, description="name: field (seq, ack, window, len, opt.wscale, ...)")
@@ -238,6 +243,13 @@ class UtSpec(Strict):
     expect_data: str | None = Field(None, description="for recv: the exact bytes expected, as text")
     backlog: int | None = Field(None, ge=0)
     rcvbuf: int | None = Field(None, ge=1)
+    port: Expression | None = Field(None, description="for listen: bind this port (e.g. t_port) instead of a fresh one")
+    fastopen: bool | int | None = Field(
+        None, description="listen: TCP Fast Open queue length (true: 16); connect: true sends data/len with the SYN"
+    )
+    wildcard: bool = Field(False, description="listen or connect without a local address: the stack chooses it")
+    user_timeout: Duration | None = Field(None, description="for connect: R2, the time after which it gives up")
+    to_addr: Literal["tester", "broadcast", "multicast"] = Field("tester", description="for connect: the peer")
 
     @model_validator(mode="before")
     @classmethod
@@ -248,6 +260,16 @@ class UtSpec(Strict):
     def _await_needs_name(self) -> UtSpec:
         if self.op == "await" and not self.as_:
             raise ValueError("await needs 'as': the name given to the nowait call")
+        if self.fastopen is not None and self.op not in ("listen", "connect"):
+            raise ValueError("fastopen applies to listen (queue length) and connect (data in the SYN)")
+        if self.op == "connect" and self.fastopen and self.data is None and self.len is None:
+            raise ValueError("a fastopen connect sends data with its SYN: give data or len")
+        if self.port is not None and self.op != "listen":
+            raise ValueError("port applies to listen")
+        if self.wildcard and self.op not in ("listen", "connect"):
+            raise ValueError("wildcard applies to listen and connect")
+        if (self.user_timeout is not None or self.to_addr != "tester") and self.op != "connect":
+            raise ValueError("user_timeout and to_addr apply to connect")
         return self
 
 

@@ -25,6 +25,12 @@ LOCAL_TCP_FEATURES = {
     "tcp.timestamps": "net.ipv4.tcp_timestamps",
     "tcp.sack": "net.ipv4.tcp_sack",
 }
+# Features a bit of a sysctl switches on: capability -> (sysctl, the kernel's default, bit mask).
+LOCAL_TCP_BIT_FEATURES = {
+    "tcp.fastopen": ("net.ipv4.tcp_fastopen", 1, 0x2),  # server side of RFC 7413
+    "tcp.fastopen_client": ("net.ipv4.tcp_fastopen", 1, 0x1),
+    "tcp.no_rtt_cache": ("net.ipv4.tcp_no_metrics_save", 0, 0x1),  # no RTT kept per destination (RFC 9040)
+}
 
 
 class TargetConfigError(ValueError):
@@ -236,6 +242,9 @@ class TargetConfig(Strict):
         caps = {f"ut.{op}" for op in UT_OPS} | {"ut", "net.broadcast"}
         for capability, sysctl in LOCAL_TCP_FEATURES.items():
             if str(self.sysctls.get(sysctl, "1")) != "0":
+                caps.add(capability)
+        for capability, (sysctl, default, mask) in LOCAL_TCP_BIT_FEATURES.items():
+            if int(self.sysctls.get(sysctl, default)) & mask:
                 caps.add(capability)
         if self.allow_flood:
             caps.add("flood")

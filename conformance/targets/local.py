@@ -82,6 +82,10 @@ class LocalTarget:
 
     def _agent_argv(self) -> list[str]:
         allowed = [self.config.ipv4.tester, self.config.ipv6.tester]
+        # Invalid peers the stack itself must refuse (RFC 9293 MUST-46); the namespace keeps any stray SYN in.
+        v4 = self.config.ipv4
+        allowed += [str(ipaddress.ip_network(f"{v4.target}/{v4.prefix}", strict=False).broadcast_address)]
+        allowed += list(MULTICAST.values())
         argv = ["ip", "netns", "exec", self.ns, sys.executable, "-u", str(AGENT_PATH), "--stdio"]
         for addr in allowed:
             argv += ["--allow-connect", addr]
