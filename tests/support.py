@@ -84,7 +84,9 @@ def orphaned_namespaces() -> list[str]:
     """
     orphans = []
     for name in our_namespaces():
-        pid = int(name.split("-")[1])
-        if not Path(f"/proc/{pid}").exists():
+        owner = name.split("-")[1]
+        if not owner.isdigit():  # a fixed name (the lab bench of `python -m conformance.lab up`): not a run's
+            continue
+        if not Path(f"/proc/{owner}").exists():
             orphans.append(name)
     return orphans
