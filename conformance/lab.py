@@ -29,7 +29,8 @@ from .targets.local import AGENT_PATH
 TEST_IF = "tcpconf-lab0"
 AGENT_ADDR = ("198.19.0.1", 7070)
 TOKEN_ENV = "TCPCONF_LAB_TOKEN"
-DISCARD_PORT = 9  # the server's "service": accepts, reads until end of file, closes (RFC 863 discard)
+DISCARD_PORT = 9  # the server's services: discard (RFC 863) reads until end of file and closes;
+ECHO_PORT = 7  # echo (RFC 862) sends back what it reads, and closes after end of file
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Lab:
                  "--token", self.token, "--allow-connect", "198.18.0.2", "--allow-connect", "2001:2::2"]  # fmt: skip
         subprocess.Popen(["ip", "netns", "exec", self.server, *agent], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        service = [sys.executable, "-m", "conformance.lab", "discard"]
+        service = [sys.executable, "-m", "conformance.lab", "services"]
         subprocess.Popen(["ip", "netns", "exec", self.server, *service], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                          cwd=str(AGENT_PATH.parent.parent))  # fmt: skip
@@ -106,16 +107,17 @@ class Lab:
         return ["ip", "netns", "exec", self.bench, *argv]
 
 
-def discard_service(port: int = DISCARD_PORT) -> None:
-    """Accept on every address, read each connection until end of file, close it (never returns)."""
+def run_services() -> None:
+    """Discard and echo on every address of the server, each connection in a thread (never returns)."""
     import threading
 
-    def drain(conn: socket.socket) -> None:
+    def handle(conn: socket.socket, echo: bool) -> None:
         with conn, contextlib.suppress(OSError):
-            while conn.recv(65536):
-                pass
+            while data := conn.recv(65536):
+                if echo:
+                    conn.sendall(data)
 
-    def serve(family: int, addr: str) -> None:
+    def serve(family: int, addr: str, port: int) -> None:
         with socket.socket(family, socket.SOCK_STREAM) as srv:
             srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -124,18 +126,22 @@ def discard_service(port: int = DISCARD_PORT) -> None:
             srv.listen(128)
             while True:
                 conn, _ = srv.accept()
-                threading.Thread(target=drain, args=(conn,), daemon=True).start()
+                threading.Thread(target=handle, args=(conn, port == ECHO_PORT), daemon=True).start()
 
-    threading.Thread(target=serve, args=(socket.AF_INET6, "::"), daemon=True).start()
-    serve(socket.AF_INET, "0.0.0.0")
+    servers = [
+        (f, a, p) for f, a in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")) for p in (DISCARD_PORT, ECHO_PORT)
+    ]
+    for args in servers[1:]:
+        threading.Thread(target=serve, args=args, daemon=True).start()
+    serve(*servers[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance.lab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["up", "down", "discard"])
+    parser.add_argument("action", choices=["up", "down", "services"])
     args = parser.parse_args(argv)
-    if args.action == "discard":
-        discard_service()
+    if args.action == "services":
+        run_services()
     lab = Lab.fixed()
     if args.action == "down":
         lab.down()

@@ -265,7 +265,7 @@ class CaseItem(pytest.Item):
             target.link, target.agent, self.family, addresses.tester, addresses.target,  # type: ignore[arg-type]
             target.capabilities, state.profile, state.ports, addresses.prefix,
             entry.flood_rate_cap if entry.allow_flood else 0, entry.ports.open,
-            entry.agent is not None and entry.agent.listen_any,
+            entry.ports.echo, entry.agent is not None and entry.agent.listen_any,
         )  # fmt: skip
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"

@@ -37,7 +37,7 @@ def targets_file(tmp_path: Path, extra: str) -> Path:
     path.write_text(
         "targets:\n  box:\n    kind: remote\n"
         f"    link: {{type: afpacket, interface: {TEST_IF}, resolve_timeout: 1}}\n"
-        "    ports: {closed: 20000-29999, open: 9}\n" + extra
+        "    ports: {closed: 20000-29999, open: 9, echo: 7}\n" + extra
     )
     return path
 
@@ -56,12 +56,13 @@ def test_lab_server_passes_over_the_afpacket_link(lab: Lab, tmp_path: Path) -> N
 
 def test_agentless_runs_what_needs_no_socket_action(lab: Lab, tmp_path: Path) -> None:
     path = targets_file(tmp_path, "")
-    cases = [*CASES, "testcases/options/illegal-option-length-beyond.yaml"]
+    cases = [*CASES, "testcases/options/illegal-option-length-beyond.yaml", "testcases/service/echo-close.yaml"]
     run = run_suite(tmp_path, f"--targets-file={path}", "--target=box", *cases, prefix=tuple(lab.bench_command([])))
     verdicts = run.verdicts()
     assert verdicts["RST-CLOSED-01[ipv4]"] == verdicts["RST-CLOSED-01[ipv6]"] == "PASS"
     assert verdicts["OPT-BADLEN-03[ipv4]"] == "PASS"  # `ut: listen` stood in for by the open port
     assert verdicts["HS-ACTIVE-01[ipv4]"] == "NOT-RUN"
+    assert verdicts["SVC-ECHO-CLOSE-01[ipv4]"] == verdicts["SVC-ECHO-CLOSE-01[ipv6]"] == "PASS"  # data and close
     reasons = {c["id"]: c["reason"] for c in run.results["cases"]}
     assert "ut.connect" in reasons["HS-ACTIVE-01"] and "ut.accept" in reasons["HS-PASSIVE-01"]
     assert run.returncode == 0, run.stdout[-3000:]

@@ -98,6 +98,9 @@ def mismatches(spec: ExpectSpec | ExpectNoneSpec, seg: Segment, env: Mapping[str
         actual = segment_field(seg, name)
         if not value_matches(m, actual, env, wraps=name in WRAPPING):
             out.append(f"{name}: expected {m.describe(env)}, got {actual}")
+    data = getattr(spec, "data", None)
+    if data is not None and seg.payload != data.encode():
+        out.append(f"data: expected {data.encode()!r}, got {seg.payload[:64]!r}")
     if getattr(spec, "checksum", "any") == "good" and not seg.checksum_ok:
         out.append(f"checksum: expected a correct TCP checksum, got 0x{seg.checksum:04x} (wrong)")
     for name, m in (getattr(spec, "options", None) or {}).items():

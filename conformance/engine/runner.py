@@ -655,6 +655,13 @@ class CaseRunner:
     def _step_ut(self, step: Step, record: StepRecord) -> None:
         spec: UtSpec = step.spec
         agent = self.s.agent
+        if spec.op == "listen" and spec.service == "echo":
+            if self.s.echo_port is None:
+                raise StepError("the target declares no echo service (ports.echo); the case should require svc.echo")
+            self.env["t_port"] = self.s.echo_port
+            self.t_ports.add(self.s.echo_port)
+            record.detail = f"the target's echo service on port {self.s.echo_port}"
+            return
         if agent is None:
             self._agentless_ut(spec, record)
             return

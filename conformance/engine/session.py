@@ -57,6 +57,7 @@ class Session:
     prefix: int | None = None  # the target's subnet, for the broadcast address
     flood_rate_cap: int = 0  # packets per second a flood may send to this target (0: no floods)
     open_port: int | None = None  # agentless targets: a port where a service listens, standing in for `ut: listen`
+    echo_port: int | None = None  # a port where the target runs an echo service (`ut: {op: listen, service: echo}`)
     listen_any: bool = False  # the agent listens on the wildcard address (the target address is a translation)
 
     def __post_init__(self) -> None:

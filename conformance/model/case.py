@@ -132,6 +132,7 @@ class ExpectSpec(Strict):
     ack: Match | None = None
     window: Match | None = None
     len: Match | None = Field(None, description="payload length")
+    data: str | None = Field(None, description="the exact payload, as text (UTF-8)")
     end_seq: Match | None = Field(None, description="seq + payload length (+1 for SYN, +1 for FIN)")
     urgent: Match | None = None
     reserved: Match | None = Field(None, description="the four reserved header bits")
@@ -250,6 +251,9 @@ class UtSpec(Strict):
     wildcard: bool = Field(False, description="listen or connect without a local address: the stack chooses it")
     user_timeout: Duration | None = Field(None, description="for connect: R2, the time after which it gives up")
     to_addr: Literal["tester", "broadcast", "multicast"] = Field("tester", description="for connect: the peer")
+    service: Literal["echo"] | None = Field(
+        None, description="for listen: use the target's echo service (targets.yaml ports.echo; needs svc.echo)"
+    )
 
     @model_validator(mode="before")
     @classmethod

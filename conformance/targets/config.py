@@ -135,6 +135,7 @@ class Ports(Strict):
     """Ports on the target for cases that run without an upper tester (agentless) or need closed ports."""
 
     open: int | None = Field(None, ge=1, le=65535, description="a port where a service listens (agentless listen)")
+    echo: int | None = Field(None, ge=1, le=65535, description="a port with an echo service (RFC 862): svc.echo")
     closed: str = Field("1024-9999", description="a range of ports nothing listens on, e.g. 20000-29999")
 
     @field_validator("closed")
@@ -234,6 +235,8 @@ class TargetConfig(Strict):
                 caps |= {"ut"} | {f"ut.{op}" for op in agent_ops if op in UT_OPS and op not in withheld}
             elif self.ports.open is not None:
                 caps.add("ut.listen")
+            if self.ports.echo is not None:
+                caps.add("svc.echo")
             if self.kind == "launched":
                 caps.add("net.broadcast")  # its link is the suite's own: broadcasts reach nobody else
             return caps | ({"flood"} if self.allow_flood else set())
