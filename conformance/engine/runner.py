@@ -758,6 +758,9 @@ class CaseRunner:
             if spec.op in PROTOCOL_BOUND_OPS:  # they wait for the target: its handshake, data or timers
                 self._target_wait += waited
         self._collect(0.0)
+        if error is not None and error.error == "EPERM" and "allow" in error.message:
+            raise StepError(f"the agent's connect allow-list refused it ({error.message}): allow the address in the "
+                            "agent's --allow-connect (this says nothing about the stack)")  # fmt: skip
         got = "ok" if error is None else error.error
         if "any" not in wanted and got not in wanted:
             detail = f" ({error.message})" if error is not None and error.message else ""

@@ -6,12 +6,13 @@ The ``launch`` command is an argv list (never a shell line) with placeholders fi
 used), ``{workdir}`` a private directory, ``{tap}`` the tap the suite created, ``{root}`` the directory of
 targets.yaml, ``{python}`` this interpreter, ``{agent_py}`` the reference agent, ``{token}`` a fresh token,
 ``{tester_mac}``, ``{target_mac}``, ``{ipv4}``/``{ipv6}`` (target address/prefix) and
-``{ipv4_target}``, ``{ipv4_tester}``, ``{ipv4_prefix}`` and the same for ipv6.
+``{ipv4_target}``, ``{ipv4_tester}``, ``{ipv4_prefix}``, ``{ipv4_broadcast}`` and the same for ipv6.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import shutil
@@ -101,6 +102,7 @@ class LaunchedTarget:
             "target_mac": link.target_mac or DEFAULT_TARGET_MAC,
             "ipv4": f"{v4.target}/{v4.prefix}", "ipv4_target": v4.target, "ipv4_tester": v4.tester,
             "ipv4_prefix": str(v4.prefix), "ipv6": f"{v6.target}/{v6.prefix}", "ipv6_target": v6.target,
+            "ipv4_broadcast": str(ipaddress.ip_network(f"{v4.target}/{v4.prefix}", strict=False).broadcast_address),
             "ipv6_tester": v6.tester, "ipv6_prefix": str(v6.prefix),
         }  # fmt: skip
 

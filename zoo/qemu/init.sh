@@ -47,7 +47,9 @@ say "ready: eth0 $(cat /sys/class/net/eth0/address), agent on $port, uptime $(cu
 # agent is started only once a client is there; with --once it exits when that client goes away.
 while true; do
     until grep -q 'host_connected: 1' "$dbg"; do usleep 10000; done
-    set -- --device "$port" --once --allow-connect 198.18.0.2 --allow-connect 2001:2::2
+    # The tester, and the broadcast and multicast peers the MUST-46 cases ask the guest to refuse.
+    set -- --device "$port" --once --allow-connect 198.18.0.2 --allow-connect 2001:2::2 \
+        --allow-connect 198.18.0.255 --allow-connect 224.0.0.1 --allow-connect ff02::1
     [ -z "$token" ] || set -- "$@" --token "$token"
     tcpconf-agent "$@"
     say "agent exited ($?)"
