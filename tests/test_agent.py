@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zoo_support import namespace
+from zoo_support import error_of, namespace
 
 from conformance.targets.netns import call_in_netns, pids_in, run
 from conformance.upper_tester import AgentClient, AgentError, AgentGone, AgentTimeout
@@ -163,12 +163,6 @@ def _wait_state(agent: AgentClient, sock: int, wanted: set[str], timeout: float 
         if state in wanted or time.monotonic() > deadline:
             return state
         time.sleep(0.02)
-
-
-def error_of(call: Callable[[], Any]) -> str:
-    with pytest.raises(AgentError) as info:
-        call()
-    return info.value.error
 
 
 def connect_tcp_when_up(port: int, token: str | None) -> AgentClient:

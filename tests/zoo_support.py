@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
@@ -21,6 +22,7 @@ from scapy.packet import Packet
 from conformance.targets import netns
 from conformance.targets.config import LinkConfig, TargetConfig
 from conformance.targets.reach import open_link
+from conformance.upper_tester import AgentError
 from conformance.wire.ethernet_link import EthernetLink
 
 TARGET_MAC, TESTER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -33,12 +35,14 @@ CORE_OPS = {"hello", "listen", "accept", "connect", "send", "recv", "shutdown", 
 @contextlib.contextmanager
 def namespace(suffix: str, taps: tuple[str, ...] = ()) -> Iterator[str]:
     """A namespace of this run (``tcpconf-<pid>-<suffix>``) holding up ``taps`` without addresses, as the suite
-    gives a launched program; on exit whatever still runs inside is killed and the namespace removed."""
+    gives a launched program (IPv6 off on them: the kernel's own solicitations stay off the program's link);
+    on exit whatever still runs inside is killed and the namespace removed."""
     ns = netns.namespace_name(suffix)
     netns.create(ns)
     try:
         for tap in taps:
             netns.run(["ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"])
+            netns.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{tap}.disable_ipv6=1"])
             netns.run(["ip", "-n", ns, "link", "set", tap, "up"])
         yield ns
     finally:
@@ -46,6 +50,13 @@ def namespace(suffix: str, taps: tuple[str, ...] = ()) -> Iterator[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
         netns.delete(ns)
+
+
+def error_of(call: Callable[[], object]) -> str:
+    """The error code of the AgentError that ``call`` raises (the test fails if it raises none)."""
+    with pytest.raises(AgentError) as info:
+        call()
+    return info.value.error
 
 
 def _target(link: LinkConfig) -> TargetConfig:
