@@ -22,7 +22,7 @@ from scapy.layers.inet import TCP
 from scapy.packet import Raw
 from zoo_support import CORE_OPS, FAMILIES, TARGET, TARGET_MAC, TESTER, SegmentTester, namespace
 
-from conformance.upper_tester import AgentClient, AgentError
+from conformance.upper_tester import AgentClient, AgentError, PendingCall
 
 PROGRAM = Path(__file__).resolve().parent.parent / "zoo" / "pytcp" / "build" / "tcpconf-pytcp"
 TOKEN = "zoo-pytcp-token"
@@ -85,6 +85,14 @@ def handshake(target: Target, family: str, sport: int, dport: int, isn: int = 10
     ack = TCP(sport=sport, dport=dport, flags="A", seq=isn + 1, ack=synack.seq + 1, window=65535)
     target.tester.send(family, ack)
     return synack
+
+
+def connecting(target: Target, family: str) -> tuple[int, PendingCall, TCP]:
+    """The agent connects to a fresh tester port; returns the port, the pending connect and the target's SYN."""
+    port = next(PORTS)
+    connect = target.agent.submit("connect", family=family, addr=TESTER[family], port=port, timeout_ms=5000)
+    syn = target.tester.expect_tcp(lambda t: t.dport == port and "S" in t.flags and "A" not in t.flags, family)
+    return port, connect, syn
 
 
 def test_hello_names_the_stack_and_ops(target: Target) -> None:
@@ -151,9 +159,7 @@ def test_passive_open_data_both_ways_and_fin(target: Target, family: str) -> Non
 @pytest.mark.parametrize("family", FAMILIES)
 def test_active_open_reaches_established(target: Target, family: str) -> None:
     agent, tester = target.agent, target.tester
-    port = next(PORTS)
-    connect = agent.submit("connect", family=family, addr=TESTER[family], port=port, timeout_ms=5000)
-    syn_in = tester.expect_tcp(lambda t: t.dport == port and "S" in t.flags and "A" not in t.flags, family)
+    port, connect, syn_in = connecting(target, family)
     # PyTCP 0.3.8 asks for Accurate ECN on every active open (SYN with AE, CWR and ECE set) and sends an empty
     # TFO cookie request; the tester's plain SYN-ACK declines both.
     assert str(syn_in.flags) in ("S", "SEC", "SECN")
@@ -213,10 +219,8 @@ def test_syn_synack_latency(target: Target, record_property: Callable[[str, obje
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_connect_to_closed_tester_port_is_refused(target: Target, family: str) -> None:
-    agent, tester = target.agent, target.tester
-    port = next(PORTS)
-    connect = agent.submit("connect", family=family, addr=TESTER[family], port=port, timeout_ms=5000)
-    syn_in = tester.expect_tcp(lambda t: t.dport == port and "S" in t.flags and "A" not in t.flags, family)
+    tester = target.tester
+    port, connect, syn_in = connecting(target, family)
     tester.send(family, TCP(sport=port, dport=syn_in.sport, flags="RA", seq=0, ack=syn_in.seq + 1))
     with pytest.raises(AgentError) as refused:
         connect.wait(7.0)
