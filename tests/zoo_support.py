@@ -32,6 +32,15 @@ FAMILIES = ["ipv4", "ipv6"]
 CORE_OPS = {"hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"}
 
 
+def launch_argv(ns: str, program: Path, tap: str, token: str) -> list[str]:
+    """The launch contract's command line for a zoo program on ``tap``, run inside namespace ``ns``."""
+    return [
+        *("ip", "netns", "exec", ns, str(program), "--tap", tap, "--mac", TARGET_MAC),
+        *("--ipv4", f"{TARGET['ipv4']}/24", "--ipv6", f"{TARGET['ipv6']}/64"),
+        *("--allow-connect", TESTER["ipv4"], "--allow-connect", TESTER["ipv6"], "--token", token),
+    ]
+
+
 @contextlib.contextmanager
 def namespace(suffix: str, taps: tuple[str, ...] = ()) -> Iterator[str]:
     """A namespace of this run (``tcpconf-<pid>-<suffix>``) holding up ``taps`` without addresses, as the suite
