@@ -1,109 +1,115 @@
-"""Tests of the upper-tester agent (conformance/agent.py) and its client (conformance/upper_tester.py).
+"""Tests of the upper-tester agents and their client (conformance/upper_tester.py).
 
-Every test that moves TCP traffic runs the agent inside a network namespace it creates (addresses from
+One set of protocol scenarios runs against both agents (``kind``): the Python reference agent
+(conformance/agent.py) and the portable C agent (agent/c, built with its Makefile; its variants skip when
+gcc or make is missing), so the two are held to the same expectations. Scenarios that need what only the
+reference agent offers (TCP Fast Open, user_timeout_ms, Python 3.8) are marked ``python_only``; the C
+agent's own builds and transports are in tests/test_c_agent.py.
+
+Every test that moves TCP traffic runs its agents inside a network namespace it creates (addresses from
 198.18.0.0/15 and 2001:2::/48 only) and removes that namespace afterwards, also on failure. Those tests
-are marked ``netns`` and are skipped without root or ``ip netns``.
+are marked ``netns`` and are skipped without root or ``ip``.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import ctypes
-import itertools
+import functools
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from zoo_support import error_of, namespace
 
+from conformance.targets.netns import call_in_netns, pids_in, run
 from conformance.upper_tester import AgentClient, AgentError, AgentGone, AgentTimeout
+from support import REPO, netns_available
 
-AGENT = Path(__file__).resolve().parent.parent / "conformance" / "agent.py"
+PY_AGENT = REPO / "conformance" / "agent.py"
+C_DIR = REPO / "agent" / "c"
+C_AGENT = C_DIR / "build" / "tcpconf-agent"
+C_STATIC = C_DIR / "build" / "tcpconf-agent-static"
+KINDS = ("python", "c")
 V4, V6 = "198.18.0.1", "2001:2::1"
 V4_FORBIDDEN = "198.18.0.2"  # configured in the namespace, but not in the agent's --allow-connect list
 ADDRS = {"ipv4": V4, "ipv6": V6}
 TOKEN = "correct-horse"
 ALLOW = ("--allow-connect", V4, "--allow-connect", V6)
 PYTHON38 = Path.home() / ".pyenv" / "versions" / "3.8.18" / "bin" / "python"
-CLONE_NEWNET = 0x40000000
 PATTERN = b"0123456789abcdef"
 ALL_OPS = ("hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
 ALL_OPS += ("sockopt", "bye")
 
-_namespaces = itertools.count()
 TcpAgent = tuple[subprocess.Popen, int]  # the agent process and its management port
-
-
-def _netns_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespace tests need root"
-    if shutil.which("ip") is None:
-        return "network namespace tests need iproute2 ('ip' not found)"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        return f"'ip netns' is unavailable: {probe.stderr.strip()}"
-    return None
-
-
-SKIP_NETNS = _netns_unavailable()
+python_only = pytest.mark.parametrize("kind", ["python"])  # overrides the ``kind`` fixture: the reference agent
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+@functools.cache
+def _make(target: str) -> tuple[Path | None, str]:
+    """Build the C agent with its Makefile once per session: (binary, "") or (None, why it cannot be built)."""
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        return None, "building the C agent needs gcc and make"
+    proc = subprocess.run(["make", "-s", "-C", str(C_DIR), target], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        return None, f"make {target} failed:\n{proc.stdout}\n{proc.stderr}"
+    return (C_STATIC if target == "static" else C_AGENT), ""
 
 
-def _pids_in(ns: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
-    return [int(pid) for pid in out.split()]
+def build_c_agent(target: str = "posix") -> Path:
+    """The C agent's binary (``posix`` or ``static``); skips without gcc/make, fails when the build does."""
+    binary, why = _make(target)
+    if binary is None:
+        if why.startswith("make "):
+            pytest.fail(why)
+        pytest.skip(why)
+    return binary
 
 
-def _kill_pids(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which agent a scenario runs against; the C variant builds the agent first (or skips without gcc)."""
+    if request.param == "c":
+        build_c_agent()
+    return request.param
+
+
+def agent_argv(kind: str, ns: str, *args: str, binary: Path = C_AGENT, python: str = sys.executable) -> list[str]:
+    """The command line of an agent of ``kind`` inside namespace ``ns``."""
+    program = [str(binary)] if kind == "c" else [python, str(PY_AGENT)]
+    return ["ip", "netns", "exec", ns, *program, *args]
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A fresh namespace with lo up and the test addresses; deleted (its processes killed) afterwards."""
-    if SKIP_NETNS:
-        pytest.skip(SKIP_NETNS)
-    name = f"tcpconf-test-{os.getpid()}-{next(_namespaces)}"
-    _ip("netns", "add", name)
-    try:
-        _ip("-n", name, "link", "set", "lo", "up")
+    reason = netns_available()
+    if reason:
+        pytest.skip(reason)
+    with namespace("agent") as ns:
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
         for addr in (f"{V4}/32", f"{V4_FORBIDDEN}/32"):
-            _ip("-n", name, "addr", "add", addr, "dev", "lo")
-        _ip("-n", name, "addr", "add", f"{V6}/128", "dev", "lo", "nodad")
-        yield name
-    finally:
-        _kill_pids(_pids_in(name))  # only agents this test started can live in its namespace
-        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
-
-
-def _agent_argv(ns: str, *args: str, python: str = sys.executable) -> list[str]:
-    return ["ip", "netns", "exec", ns, python, str(AGENT), *args]
+            run(["ip", "-n", ns, "addr", "add", addr, "dev", "lo"])
+        run(["ip", "-n", ns, "addr", "add", f"{V6}/128", "dev", "lo", "nodad"])
+        yield ns
 
 
 @pytest.fixture
-def spawn_agent(netns: str) -> Iterator[Callable[..., AgentClient]]:
-    """Start stdio agents in the namespace; each is closed and checked to be gone at teardown."""
+def spawn_agent(kind: str, netns: str) -> Iterator[Callable[..., AgentClient]]:
+    """Start stdio agents of ``kind`` in the namespace; each is closed and checked to be gone at teardown."""
     clients: list[AgentClient] = []
 
     def spawn(*args: str, token: str | None = None, python: str = sys.executable) -> AgentClient:
-        client = AgentClient.spawn(_agent_argv(netns, "--stdio", *args, python=python), token=token)
+        client = AgentClient.spawn(agent_argv(kind, netns, "--stdio", *args, python=python), token=token)
         clients.append(client)
         return client
 
@@ -118,14 +124,14 @@ def agent(spawn_agent: Callable[..., AgentClient]) -> AgentClient:
     return spawn_agent(*ALLOW)
 
 
-def _raw_session(ns: str, args: list[str], lines: list[str]) -> tuple[list[dict], int]:
+def _raw_session(kind: str, ns: str, args: list[str], lines: list[str]) -> tuple[list[dict], int]:
     """Feed request lines to a stdio agent, close its stdin, and return its responses and exit status."""
     data = "".join(line + "\n" for line in lines).encode()
-    proc = subprocess.run(_agent_argv(ns, "--stdio", *args), input=data, capture_output=True, timeout=20)
+    proc = subprocess.run(agent_argv(kind, ns, "--stdio", *args), input=data, capture_output=True, timeout=20)
     return [json.loads(line) for line in proc.stdout.splitlines()], proc.returncode
 
 
-def _pair(agent: AgentClient, family: str = "ipv4") -> tuple[int, int, int, dict, dict]:
+def pair(agent: AgentClient, family: str = "ipv4") -> tuple[int, int, int, dict, dict]:
     """Listener, connected and accepted socket handles, plus the connect and accept results."""
     addr = ADDRS[family]
     listener = agent.call("listen", family=family, addr=addr, port=0)
@@ -140,7 +146,7 @@ def _recv(agent: AgentClient, sock: int, **args: Any) -> tuple[bytes, dict]:
     return base64.b64decode(result["data_b64"]), result
 
 
-def _recv_exactly(agent: AgentClient, sock: int, length: int) -> bytes:
+def recv_exactly(agent: AgentClient, sock: int, length: int) -> bytes:
     data = b""
     while len(data) < length:
         chunk, result = _recv(agent, sock)
@@ -159,38 +165,7 @@ def _wait_state(agent: AgentClient, sock: int, wanted: set[str], timeout: float 
         time.sleep(0.02)
 
 
-def _error_of(call: Callable[[], Any]) -> str:
-    with pytest.raises(AgentError) as info:
-        call()
-    return info.value.error
-
-
-def _in_netns(ns: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a thread that joined namespace ``ns``: sockets it creates live in that namespace."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns failed")
-            finally:
-                os.close(fd)
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30.0)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _connect_tcp_when_up(port: int, token: str | None) -> AgentClient:
+def connect_tcp_when_up(port: int, token: str | None) -> AgentClient:
     deadline = time.monotonic() + 10.0
     while True:
         try:
@@ -202,10 +177,10 @@ def _connect_tcp_when_up(port: int, token: str | None) -> AgentClient:
 
 
 @pytest.fixture
-def tcp_agent(netns: str) -> Iterator[TcpAgent]:
-    """An agent serving the management protocol on 198.18.0.1:7070 inside the namespace."""
+def tcp_agent(kind: str, netns: str) -> Iterator[TcpAgent]:
+    """An agent of ``kind`` serving the management protocol on 198.18.0.1:7070 inside the namespace."""
     port = 7070
-    argv = _agent_argv(netns, "--listen", f"{V4}:{port}", "--token", TOKEN, *ALLOW)
+    argv = agent_argv(kind, netns, "--listen", f"{V4}:{port}", "--token", TOKEN, *ALLOW)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         yield proc, port
@@ -257,43 +232,40 @@ def test_silent_agent_fails_the_handshake_with_a_timeout() -> None:
 
 
 @pytest.mark.netns
-def test_hello_describes_the_agent(agent: AgentClient) -> None:
+def test_hello_describes_the_agent(agent: AgentClient, kind: str) -> None:
     hello = agent.hello
     assert hello["protocol"] == 1
-    assert hello["implementation"].startswith("python-agent/")
-    assert hello["platform"]
+    assert hello["implementation"].startswith(f"{kind}-agent/")
+    assert hello["platform"].startswith("Linux-")
     assert set(ALL_OPS) <= set(hello["ops"])
+    assert hello["allow_connect"] == [f"{V4}/32", f"{V6}/128"]
 
 
 @pytest.mark.netns
-def test_wrong_token_gets_eacces_for_every_request(netns: str) -> None:
+def test_wrong_token_gets_eacces_for_every_request(kind: str, netns: str) -> None:
     lines = [
         json.dumps({"id": 1, "op": "hello", "token": "wrong"}),
         json.dumps({"id": 2, "op": "hello", "token": TOKEN}),
         json.dumps({"id": 3, "op": "listen", "family": "ipv4", "addr": V4, "port": 0}),
     ]
-    responses, status = _raw_session(netns, ["--token", TOKEN], lines)
-    assert [(r["id"], r["ok"], r["error"]) for r in responses] == [
-        (1, False, "EACCES"),
-        (2, False, "EACCES"),
-        (3, False, "EACCES"),
-    ]
+    responses, status = _raw_session(kind, netns, ["--token", TOKEN], lines)
+    assert [(r["id"], r["ok"], r["error"]) for r in responses] == [(i, False, "EACCES") for i in (1, 2, 3)]
     assert status == 0
 
 
 @pytest.mark.netns
-def test_request_before_hello_gets_eacces(netns: str) -> None:
+def test_request_before_hello_gets_eacces(kind: str, netns: str) -> None:
     lines = [json.dumps({"id": 1, "op": "listen", "family": "ipv4", "addr": V4, "port": 0})]
-    responses, _ = _raw_session(netns, ["--token", TOKEN], lines)
+    responses, _ = _raw_session(kind, netns, ["--token", TOKEN], lines)
     assert responses[0]["error"] == "EACCES"
 
 
 @pytest.mark.netns
-def test_client_reports_a_token_rejection(netns: str) -> None:
+def test_token_rejection_ends_the_agent_with_the_client(kind: str, netns: str) -> None:
     with pytest.raises(AgentError) as info:
-        AgentClient.spawn(_agent_argv(netns, "--stdio", "--token", TOKEN), token="wrong")
+        AgentClient.spawn(agent_argv(kind, netns, "--stdio", "--token", TOKEN), token="wrong")
     assert info.value.error == "EACCES" and info.value.op == "hello"
-    assert _pids_in(netns) == [], "the rejected agent is still running"
+    assert pids_in(netns) == [], "the rejected agent is still running"
 
 
 @pytest.mark.netns
@@ -303,16 +275,17 @@ def test_matching_token_is_accepted(spawn_agent: Callable[..., AgentClient]) -> 
 
 
 @pytest.mark.netns
-def test_malformed_lines_and_unknown_ops_get_einval(netns: str) -> None:
+def test_malformed_lines_and_unknown_ops_get_einval(kind: str, netns: str) -> None:
     lines = [
         "this is not json",
         "[1, 2, 3]",
         json.dumps({"op": "hello"}),
         json.dumps({"id": "seven", "op": "hello"}),
         json.dumps({"id": 7, "op": "frobnicate"}),
-        json.dumps({"id": 8, "op": "hello"}),
+        json.dumps({"id": 8, "op": "hello", "extra": {"nested": [1, {"x": None}]}, "t": "\u00e9\ud83d\ude00"}),
+        "  " + json.dumps({"id": 9, "op": "state", "sock": 1}) + "\r",
     ]
-    responses, status = _raw_session(netns, [], lines)
+    responses, status = _raw_session(kind, netns, [], lines)
     assert [(r["id"], r["ok"], r.get("error")) for r in responses] == [
         (None, False, "EINVAL"),
         (None, False, "EINVAL"),
@@ -320,6 +293,7 @@ def test_malformed_lines_and_unknown_ops_get_einval(netns: str) -> None:
         (None, False, "EINVAL"),
         (7, False, "EINVAL"),
         (8, True, None),
+        (9, False, "EBADF"),
     ]
     assert "frobnicate" in responses[4]["message"]
     assert status == 0  # and it exited at the end of its input
@@ -335,13 +309,14 @@ def test_bye_ends_the_agent(agent: AgentClient) -> None:
 @pytest.mark.netns
 def test_invalid_arguments_get_einval(agent: AgentClient) -> None:
     sock = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
-    assert _error_of(lambda: agent.call("listen", family="ipx", addr=V4, port=0)) == "EINVAL"
-    assert _error_of(lambda: agent.call("listen", family="ipv4", addr=V4, port=70000)) == "EINVAL"
-    assert _error_of(lambda: agent.call("accept", sock="one")) == "EINVAL"
-    assert _error_of(lambda: agent.call("send", sock=sock, data="x", len=3)) == "EINVAL"
-    assert _error_of(lambda: agent.call("send", sock=sock, data_b64="!!")) == "EINVAL"
-    assert _error_of(lambda: agent.call("shutdown", sock=sock, how="sideways")) == "EINVAL"
-    assert _error_of(lambda: agent.call("connect", family="ipv4", addr="example.org", port=80)) == "EINVAL"
+    assert error_of(lambda: agent.call("listen", family="ipx", addr=V4, port=0)) == "EINVAL"
+    assert error_of(lambda: agent.call("listen", family="ipv4", addr=V4, port=70000)) == "EINVAL"
+    assert error_of(lambda: agent.call("accept", sock="one")) == "EINVAL"
+    assert error_of(lambda: agent.call("accept", sock=sock, timeout_ms=-1)) == "EINVAL"
+    assert error_of(lambda: agent.call("send", sock=sock, data="x", len=3)) == "EINVAL"
+    assert error_of(lambda: agent.call("send", sock=sock, data_b64="!!")) == "EINVAL"
+    assert error_of(lambda: agent.call("shutdown", sock=sock, how="sideways")) == "EINVAL"
+    assert error_of(lambda: agent.call("connect", family="ipv4", addr="example.org", port=80)) == "EINVAL"
 
 
 # ---- connections ------------------------------------------------------------------------------------
@@ -358,25 +333,25 @@ def test_listen_on_port_zero_returns_the_port(agent: AgentClient, family: str) -
 @pytest.mark.netns
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_connect_accept_send_recv(agent: AgentClient, family: str) -> None:
-    _, client, server, connected, accepted = _pair(agent, family)
+    _, client, server, connected, accepted = pair(agent, family)
     assert accepted["peer"] == connected["local"]
     assert accepted["local"] == connected["peer"]
     assert connected["peer"][0] == ADDRS[family]
 
-    assert agent.call("send", sock=client, data="hello, world") == {"sent": 12}
-    assert _recv_exactly(agent, server, 12) == b"hello, world"
+    assert agent.call("send", sock=client, data="hello, wörld") == {"sent": 13}
+    assert recv_exactly(agent, server, 13) == "hello, wörld".encode()
 
     payload = bytes(range(256))
     assert agent.call("send", sock=server, data_b64=base64.b64encode(payload).decode())["sent"] == 256
-    assert _recv_exactly(agent, client, 256) == payload
+    assert recv_exactly(agent, client, 256) == payload
 
 
 @pytest.mark.netns
 def test_send_len_sends_the_pattern(agent: AgentClient) -> None:
-    _, client, server, _, _ = _pair(agent)
+    _, client, server, _, _ = pair(agent)
     assert agent.call("send", sock=client, len=100_000)["sent"] == 100_000
     expected = (PATTERN * 6250)[:100_000]
-    assert _recv_exactly(agent, server, 100_000) == expected
+    assert recv_exactly(agent, server, 100_000) == expected
 
 
 @pytest.mark.netns
@@ -390,7 +365,7 @@ def test_connect_from_a_chosen_local_port(agent: AgentClient) -> None:
 
 @pytest.mark.netns
 def test_recv_reports_eof_after_peer_shutdown_wr(agent: AgentClient) -> None:
-    _, client, server, _, _ = _pair(agent)
+    _, client, server, _, _ = pair(agent)
     assert agent.call("shutdown", sock=client, how="wr") == {}
     data, result = _recv(agent, server)
     assert (data, result["len"], result["eof"]) == (b"", 0, True)
@@ -407,16 +382,16 @@ def test_recv_reports_eof_after_peer_shutdown_wr(agent: AgentClient) -> None:
 @pytest.mark.netns
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_connect_to_a_closed_port_is_refused(agent: AgentClient, family: str) -> None:
-    error = _error_of(lambda: agent.call("connect", family=family, addr=ADDRS[family], port=9))
+    error = error_of(lambda: agent.call("connect", family=family, addr=ADDRS[family], port=9))
     assert error == "ECONNREFUSED"
 
 
 @pytest.mark.netns
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_recv_after_peer_abort_is_reset(agent: AgentClient, family: str) -> None:
-    _, client, server, _, _ = _pair(agent, family)
+    _, client, server, _, _ = pair(agent, family)
     assert agent.call("abort", sock=server) == {}
-    assert _error_of(lambda: agent.call("recv", sock=client, timeout_ms=2000)) == "ECONNRESET"
+    assert error_of(lambda: agent.call("recv", sock=client, timeout_ms=2000)) == "ECONNRESET"
     assert agent.call("state", sock=client)["state"] == "CLOSED"
 
 
@@ -424,16 +399,18 @@ def test_recv_after_peer_abort_is_reset(agent: AgentClient, family: str) -> None
 def test_connect_outside_the_allow_list_is_eperm(agent: AgentClient) -> None:
     listener = agent.call("listen", family="ipv4", addr=V4_FORBIDDEN, port=0)
     call = lambda: agent.call("connect", family="ipv4", addr=V4_FORBIDDEN, port=listener["port"])  # noqa: E731
-    assert _error_of(call) == "EPERM"
-    assert _error_of(lambda: agent.call("accept", sock=listener["sock"], timeout_ms=100)) == "ETIMEDOUT"
+    assert error_of(call) == "EPERM"
+    assert error_of(lambda: agent.call("accept", sock=listener["sock"], timeout_ms=100)) == "ETIMEDOUT"
 
 
 @pytest.mark.netns
-def test_connect_without_an_allow_list_is_eperm(spawn_agent: Callable[..., AgentClient]) -> None:
-    agent = spawn_agent()
-    listener = agent.call("listen", family="ipv4", addr=V4, port=0)
-    error = _error_of(lambda: agent.call("connect", family="ipv4", addr=V4, port=listener["port"]))
-    assert error == "EPERM"
+def test_connect_within_an_allowed_prefix_and_without_a_list(spawn_agent: Callable[..., AgentClient]) -> None:
+    wide = spawn_agent("--allow-connect", "198.18.0.0/15")
+    listener = wide.call("listen", family="ipv4", addr=V4_FORBIDDEN, port=0)
+    assert wide.call("connect", family="ipv4", addr=V4_FORBIDDEN, port=listener["port"])["peer"][0] == V4_FORBIDDEN
+    closed = spawn_agent()
+    listener = closed.call("listen", family="ipv4", addr=V4, port=0)
+    assert error_of(lambda: closed.call("connect", family="ipv4", addr=V4, port=listener["port"])) == "EPERM"
 
 
 # ---- state and options ------------------------------------------------------------------------------
@@ -442,7 +419,7 @@ def test_connect_without_an_allow_list_is_eperm(spawn_agent: Callable[..., Agent
 @pytest.mark.netns
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_state_names_and_tcp_info(agent: AgentClient, family: str) -> None:
-    listener, client, server, _, _ = _pair(agent, family)
+    listener, client, server, _, _ = pair(agent, family)
     assert agent.call("state", sock=listener)["state"] == "LISTEN"
     for sock in (client, server):
         result = agent.call("state", sock=sock)
@@ -468,6 +445,7 @@ def _fastopen_open(agent: AgentClient, family: str, listener: dict, data: str) -
 
 
 @pytest.mark.netns
+@python_only
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_fastopen_first_open_requests_a_cookie_then_the_next_carries_data_in_the_syn(
     netns: str, agent: AgentClient, family: str
@@ -477,73 +455,77 @@ def test_fastopen_first_open_requests_a_cookie_then_the_next_carries_data_in_the
 
     first, server = _fastopen_open(agent, family, listener, "first")
     assert first["sent"] == 5
-    assert _recv_exactly(agent, server, 5) == b"first"
+    assert recv_exactly(agent, server, 5) == b"first"
     assert not agent.call("state", sock=first["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA  # no cookie yet
 
     second, server = _fastopen_open(agent, family, listener, "second")
-    assert _recv_exactly(agent, server, 6) == b"second"
+    assert recv_exactly(agent, server, 6) == b"second"
     assert agent.call("state", sock=second["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA  # data in the SYN
 
 
 @pytest.mark.netns
+@python_only
 def test_fastopen_listener_without_server_support_still_accepts(agent: AgentClient) -> None:
     """With only the client bit of tcp_fastopen (Linux's default), the data goes after the handshake."""
     listener = agent.call("listen", family="ipv4", addr=V4, port=0, fastopen=8)
     for data in ("one", "two"):
         connected, server = _fastopen_open(agent, "ipv4", listener, data)
-        assert _recv_exactly(agent, server, 3) == data.encode()
+        assert recv_exactly(agent, server, 3) == data.encode()
         assert not agent.call("state", sock=connected["sock"])["info"]["options_raw"] & TCPI_OPT_SYN_DATA
 
 
 @pytest.mark.netns
+@python_only
 def test_fastopen_arguments_are_checked(agent: AgentClient) -> None:
     listen = {"family": "ipv4", "addr": V4, "port": 0}
-    assert _error_of(lambda: agent.call("listen", **listen, fastopen=-1)) == "EINVAL"
-    assert _error_of(lambda: agent.call("listen", **listen, fastopen=True)) == "EINVAL"
+    assert error_of(lambda: agent.call("listen", **listen, fastopen=-1)) == "EINVAL"
+    assert error_of(lambda: agent.call("listen", **listen, fastopen=True)) == "EINVAL"
     port = agent.call("listen", **listen)["port"]
     connect = {"family": "ipv4", "addr": V4, "port": port}
-    assert _error_of(lambda: agent.call("connect", **connect, fastopen=True)) == "EINVAL"  # no data
-    assert _error_of(lambda: agent.call("connect", **connect, fastopen=1, data="x")) == "EINVAL"
-    assert _error_of(lambda: agent.call("connect", **connect, fastopen=True, data="x", len=1)) == "EINVAL"
+    assert error_of(lambda: agent.call("connect", **connect, fastopen=True)) == "EINVAL"  # no data
+    assert error_of(lambda: agent.call("connect", **connect, fastopen=1, data="x")) == "EINVAL"
+    assert error_of(lambda: agent.call("connect", **connect, fastopen=True, data="x", len=1)) == "EINVAL"
 
 
 @pytest.mark.netns
+@python_only
 def test_user_timeout_ends_an_unanswered_connect(netns: str, spawn_agent: Callable[..., AgentClient]) -> None:
     """user_timeout_ms is R2: the stack gives up on its SYNs well before the agent's own timeout_ms."""
     sink = "198.18.9.2"  # out of one end of a veth pair inside the namespace; nothing owns it, nothing answers
-    _ip("-n", netns, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1")
-    _ip("-n", netns, "addr", "add", "198.18.9.1/24", "dev", "sink0")
+    run(["ip", "-n", netns, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1"])
+    run(["ip", "-n", netns, "addr", "add", "198.18.9.1/24", "dev", "sink0"])
     for dev in ("sink0", "sink1"):
-        _ip("-n", netns, "link", "set", dev, "up")
-    _ip("-n", netns, "neigh", "add", sink, "lladdr", "02:00:00:00:09:02", "dev", "sink0", "nud", "permanent")
+        run(["ip", "-n", netns, "link", "set", dev, "up"])
+    run(["ip", "-n", netns, "neigh", "add", sink, "lladdr", "02:00:00:00:09:02", "dev", "sink0", "nud", "permanent"])
     agent = spawn_agent("--allow-connect", sink)
     started = time.monotonic()
-    error = _error_of(
+    error = error_of(
         lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms=1500, timeout_ms=10_000)
     )
     assert error == "ETIMEDOUT"
     assert 1.4 < time.monotonic() - started < 6.0  # the stack's give-up, not the agent's 10 s
-    assert _error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms=0)) == "EINVAL"
-    assert _error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms="1")) == "EINVAL"
+    assert error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms=0)) == "EINVAL"
+    assert error_of(lambda: agent.call("connect", family="ipv4", addr=sink, port=80, user_timeout_ms="1")) == "EINVAL"
 
 
 @pytest.mark.netns
 def test_closed_or_unknown_handles_are_ebadf(agent: AgentClient) -> None:
     sock = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
     assert agent.call("close", sock=sock) == {}
-    assert _error_of(lambda: agent.call("state", sock=sock)) == "EBADF"
-    assert _error_of(lambda: agent.call("close", sock=sock)) == "EBADF"
-    assert _error_of(lambda: agent.call("recv", sock=999)) == "EBADF"
+    assert error_of(lambda: agent.call("state", sock=sock)) == "EBADF"
+    assert error_of(lambda: agent.call("close", sock=sock)) == "EBADF"
+    assert error_of(lambda: agent.call("recv", sock=999)) == "EBADF"
+    assert agent.call("listen", family="ipv4", addr=V4, port=0)["sock"] != sock  # handles are not reused
 
 
 @pytest.mark.netns
 def test_sockopt(agent: AgentClient) -> None:
-    _, client, _, _, _ = _pair(agent)
+    _, client, _, _, _ = pair(agent)
     assert agent.call("sockopt", sock=client, name="nodelay", value=True) == {}
     assert agent.call("sockopt", sock=client, name="rcvbuf", value=65536) == {}
     assert agent.call("sockopt", sock=client, name="linger", value=None) == {}
-    assert _error_of(lambda: agent.call("sockopt", sock=client, name="color", value=1)) == "EINVAL"
-    assert _error_of(lambda: agent.call("sockopt", sock=client, name="nodelay", value=3)) == "EINVAL"
+    assert error_of(lambda: agent.call("sockopt", sock=client, name="color", value=1)) == "EINVAL"
+    assert error_of(lambda: agent.call("sockopt", sock=client, name="nodelay", value=3)) == "EINVAL"
 
 
 # ---- timeouts and concurrency -----------------------------------------------------------------------
@@ -553,14 +535,14 @@ def test_sockopt(agent: AgentClient) -> None:
 def test_accept_without_a_connection_times_out(agent: AgentClient) -> None:
     listener = agent.call("listen", family="ipv4", addr=V4, port=0)["sock"]
     started = time.monotonic()
-    assert _error_of(lambda: agent.call("accept", sock=listener, timeout_ms=300)) == "ETIMEDOUT"
+    assert error_of(lambda: agent.call("accept", sock=listener, timeout_ms=300)) == "ETIMEDOUT"
     assert 0.25 < time.monotonic() - started < 3.0
 
 
 @pytest.mark.netns
 def test_recv_without_data_times_out(agent: AgentClient) -> None:
-    _, client, _, _, _ = _pair(agent)
-    assert _error_of(lambda: agent.call("recv", sock=client, timeout_ms=200)) == "ETIMEDOUT"
+    _, client, _, _, _ = pair(agent)
+    assert error_of(lambda: agent.call("recv", sock=client, timeout_ms=200)) == "ETIMEDOUT"
 
 
 @pytest.mark.netns
@@ -577,7 +559,7 @@ def test_blocking_accept_does_not_delay_other_requests(agent: AgentClient) -> No
 
 @pytest.mark.netns
 def test_close_ends_a_blocked_recv(agent: AgentClient) -> None:
-    _, client, _, _, _ = _pair(agent)
+    _, client, _, _, _ = pair(agent)
     receiving = agent.submit("recv", sock=client, timeout_ms=20_000)
     time.sleep(0.1)
     assert agent.call("close", sock=client) == {}
@@ -588,7 +570,7 @@ def test_close_ends_a_blocked_recv(agent: AgentClient) -> None:
 
 @pytest.mark.netns
 def test_agent_death_fails_pending_calls_promptly(agent: AgentClient) -> None:
-    listener, client, _, _, _ = _pair(agent)
+    listener, client, _, _, _ = pair(agent)
     pending = [
         agent.submit("accept", sock=listener, timeout_ms=30_000),
         agent.submit("recv", sock=client, timeout_ms=30_000),
@@ -613,19 +595,19 @@ def test_agent_death_fails_pending_calls_promptly(agent: AgentClient) -> None:
 @pytest.mark.netns
 def test_tcp_management_mode(netns: str, tcp_agent: TcpAgent) -> None:
     _, port = tcp_agent
-    client = _in_netns(netns, lambda: _connect_tcp_when_up(port, TOKEN))
+    client = call_in_netns(netns, lambda: connect_tcp_when_up(port, TOKEN))
     try:
         assert client.hello["protocol"] == 1
-        _, conn, server, _, _ = _pair(client, "ipv6")
+        _, conn, server, _, _ = pair(client, "ipv6")
         client.call("send", sock=conn, data="over tcp")
-        assert _recv_exactly(client, server, 8) == b"over tcp"
+        assert recv_exactly(client, server, 8) == b"over tcp"
         assert client.call("bye") == {}
     finally:
         client.close()
     # The agent serves the next client after a bye; the sockets of the first are gone.
-    again = _in_netns(netns, lambda: _connect_tcp_when_up(port, TOKEN))
+    again = call_in_netns(netns, lambda: connect_tcp_when_up(port, TOKEN))
     try:
-        assert _error_of(lambda: again.call("state", sock=server)) == "EBADF"
+        assert error_of(lambda: again.call("state", sock=server)) == "EBADF"
     finally:
         again.close()
 
@@ -634,7 +616,7 @@ def test_tcp_management_mode(netns: str, tcp_agent: TcpAgent) -> None:
 def test_tcp_management_mode_rejects_a_wrong_token(netns: str, tcp_agent: TcpAgent) -> None:
     proc, port = tcp_agent
     with pytest.raises(AgentError) as info:
-        _in_netns(netns, lambda: _connect_tcp_when_up(port, "wrong"))
+        call_in_netns(netns, lambda: connect_tcp_when_up(port, "wrong"))
     assert info.value.error == "EACCES"
 
     def raw_attempt() -> bytes:
@@ -645,17 +627,18 @@ def test_tcp_management_mode_rejects_a_wrong_token(netns: str, tcp_agent: TcpAge
                 data += chunk
             return data
 
-    lines = _in_netns(netns, raw_attempt).splitlines()
+    lines = call_in_netns(netns, raw_attempt).splitlines()
     assert [json.loads(line)["error"] for line in lines] == ["EACCES"]
     assert proc.poll() is None, "the agent must keep serving after a rejected client"
 
 
 @pytest.mark.netns
 @pytest.mark.skipif(not PYTHON38.exists(), reason=f"Python 3.8 not found at {PYTHON38}")
+@python_only
 def test_agent_runs_on_python_38(spawn_agent: Callable[..., AgentClient]) -> None:
     agent = spawn_agent(*ALLOW, python=str(PYTHON38))
     assert agent.call("hello")["python"].startswith("3.8")
-    _, client, server, _, _ = _pair(agent, "ipv6")
+    _, client, server, _, _ = pair(agent, "ipv6")
     agent.call("send", sock=client, len=10)
-    assert _recv_exactly(agent, server, 10) == b"0123456789"
+    assert recv_exactly(agent, server, 10) == b"0123456789"
     assert agent.call("state", sock=server)["state"] == "ESTABLISHED"

@@ -7,35 +7,25 @@ Build first: zoo/gvisor/build.sh. Measurements are printed (run with -s to see t
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import select
-import socket
 import statistics
-import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP
-from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
-from scapy.layers.l2 import ARP, Ether
-from scapy.packet import Packet, Raw
+from scapy.layers.inet import TCP
+from scapy.packet import Raw
+from zoo_support import CORE_OPS, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
-from conformance.targets import netns
-from conformance.upper_tester import AgentClient, AgentError
+from conformance.upper_tester import AgentClient
 from support import REPO, needs_netns
 
 PROG = REPO / "zoo" / "gvisor" / "build" / "tcpconf-gvisor"
 TAP = "gvtap0"
 TOKEN = "zoo-gvisor-token"
-TARGET_MAC, TESTER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
-ADDRS = {"ipv4": ("198.18.0.1", "198.18.0.2"), "ipv6": ("2001:2::1", "2001:2::2")}
-ETH_P_ALL, PACKET_OUTGOING, SO_TIMESTAMPNS = 0x0003, 4, 35  # Python 3.11 lacks the last constant
 
 pytestmark = [
     needs_netns,
@@ -47,104 +37,23 @@ _ports = itertools.count(20000)
 
 
 def argv(ns: str, token: str = TOKEN) -> list[str]:
-    """The launch contract's command line, run inside the namespace."""
-    return [
-        "ip", "netns", "exec", ns, str(PROG), "--tap", TAP, "--mac", TARGET_MAC,
-        "--ipv4", "198.18.0.1/24", "--ipv6", "2001:2::1/64",
-        "--allow-connect", "198.18.0.2", "--allow-connect", "2001:2::2", "--token", token,
-    ]  # fmt: skip
-
-
-class LowerTester:
-    """The lower tester on the tap: an AF_PACKET socket with kernel timestamps that answers ARP and NS
-    for the tester's addresses while it waits for the segments a test expects, and a second one that
-    sees the tester's own frames (a packet socket never sees what it sent itself)."""
-
-    def __init__(self, ns: str):
-        def open_socket() -> socket.socket:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            s.bind((TAP, 0))
-            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            s.setblocking(False)
-            return s
-
-        self.sock = netns.call_in_netns(ns, open_socket)
-        self.capture = netns.call_in_netns(ns, open_socket)
-
-    def close(self) -> None:
-        self.sock.close()
-        self.capture.close()
-
-    def send(self, family: str, segment: Packet) -> None:
-        target, tester = ADDRS[family]
-        ip = IP(src=tester, dst=target) if family == "ipv4" else IPv6(src=tester, dst=target)
-        self.sock.send(bytes(Ether(src=TESTER_MAC, dst=TARGET_MAC) / ip / segment))
-
-    def expect(
-        self, want: Callable[[Packet], bool], timeout: float = 3.0, outgoing: bool = False
-    ) -> tuple[Packet, float]:
-        """The first frame (sent by the target, or by us if ``outgoing``) that ``want`` accepts, with its
-        kernel timestamp; fails the test after ``timeout`` seconds."""
-        deadline, sock = time.monotonic() + timeout, self.capture if outgoing else self.sock
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([sock], [], [], left)[0]:
-                continue
-            data, ancillary, _flags, addr = sock.recvmsg(65536, 64)
-            stamp = next((struct.unpack("qq", d[:16]) for lvl, t, d in ancillary if t == SO_TIMESTAMPNS), (0, 0))
-            frame = Ether(data)
-            if (addr[2] == PACKET_OUTGOING) != outgoing:
-                continue
-            if not outgoing:
-                self._answer_resolution(frame)
-            if want(frame):
-                return frame, stamp[0] + stamp[1] / 1e9
-        pytest.fail(f"no matching frame within {timeout} s")
-
-    def expect_tcp(self, want: Callable[[TCP], bool], timeout: float = 3.0) -> TCP:
-        return self.expect(lambda f: TCP in f and want(f[TCP]), timeout)[0][TCP]
-
-    def _answer_resolution(self, frame: Packet) -> None:
-        if ARP in frame and frame[ARP].op == 1 and frame[ARP].pdst == ADDRS["ipv4"][1]:
-            arp = frame[ARP]
-            reply = ARP(op=2, hwsrc=TESTER_MAC, psrc=arp.pdst, hwdst=arp.hwsrc, pdst=arp.psrc)
-            self.sock.send(bytes(Ether(src=TESTER_MAC, dst=arp.hwsrc) / reply))
-        elif ICMPv6ND_NS in frame and frame[ICMPv6ND_NS].tgt == ADDRS["ipv6"][1] and frame[IPv6].src != "::":
-            na = ICMPv6ND_NA(tgt=ADDRS["ipv6"][1], R=0, S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=TESTER_MAC)
-            ip = IPv6(src=ADDRS["ipv6"][1], dst=frame[IPv6].src)
-            self.sock.send(bytes(Ether(src=TESTER_MAC, dst=frame[Ether].src) / ip / na))
+    return launch_argv(ns, PROG, TAP, token)
 
 
 @dataclass
 class Zoo:
     ns: str
     agent: AgentClient
-    tester: LowerTester
+    tester: SegmentTester
     startup_s: float
     log: Path
-
-
-@contextlib.contextmanager
-def namespace_with_tap(suffix: str) -> Iterator[str]:
-    """A private namespace holding an up tap device without addresses, as the suite prepares it; on exit,
-    whatever still runs inside is killed and the namespace removed."""
-    ns = netns.namespace_name(suffix)
-    try:
-        netns.create(ns)
-        netns.run(["ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap"])
-        netns.run(["ip", "-n", ns, "link", "set", TAP, "up"])
-        yield ns
-    finally:
-        for pid in netns.pids_in(ns):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        netns.delete(ns)
 
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
     log = tmp_path_factory.mktemp("gvisor") / "stderr.log"
-    with namespace_with_tap("gvisor") as ns, log.open("wb") as err:
-        tester = LowerTester(ns)
+    with namespace("gvisor", taps=(TAP,)) as ns, log.open("wb") as err:
+        tester = SegmentTester.on_interface(ns, TAP)
         try:
             start = time.perf_counter()
             agent = AgentClient.spawn(argv(ns), token=TOKEN, stderr=err, hello_timeout=30)
@@ -183,13 +92,12 @@ def test_hello_names_the_stack_and_the_ops(zoo: Zoo) -> None:
     hello = zoo.agent.hello
     print(f"\ngvisor start-up to hello: {zoo.startup_s * 1000:.1f} ms")
     assert hello["protocol"] == 1 and hello["platform"].startswith("gVisor netstack 0.0~2022")
-    core = {"hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"}
-    assert core <= set(hello["ops"])
+    assert set(hello["ops"]) >= CORE_OPS
 
 
 @FAMILIES
 def test_passive_open_data_and_fin_teardown(zoo: Zoo, family: str) -> None:
-    target, tester = ADDRS[family]
+    target, tester = TARGET[family], TESTER[family]
     listener = zoo.agent.call("listen", family=family, addr=target, port=0)
     port, sport, isn = listener["port"], next(_ports), 1_000_000
     accept = zoo.agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
@@ -226,9 +134,7 @@ def test_passive_open_data_and_fin_teardown(zoo: Zoo, family: str) -> None:
     assert state(zoo, sock) == "TIME-WAIT"
     zoo.agent.call("close", sock=sock)
     zoo.agent.call("close", sock=listener["sock"])
-    with pytest.raises(AgentError) as err:
-        zoo.agent.call("state", sock=sock)
-    assert err.value.error == "EBADF"
+    assert error_of(lambda: zoo.agent.call("state", sock=sock)) == "EBADF"
 
 
 def _wait_state(zoo: Zoo, sock: int, want: str, timeout: float = 2.0) -> None:
@@ -241,7 +147,7 @@ def _wait_state(zoo: Zoo, sock: int, want: str, timeout: float = 2.0) -> None:
 
 @FAMILIES
 def test_active_open_and_passive_close(zoo: Zoo, family: str) -> None:
-    target, tester = ADDRS[family]
+    target, tester = TARGET[family], TESTER[family]
     dport, isn = next(_ports), 3_000_000
     connect = zoo.agent.submit("connect", family=family, addr=tester, port=dport, timeout_ms=5000)
     s = zoo.tester.expect_tcp(lambda t: t.dport == dport)
@@ -289,9 +195,7 @@ def test_syn_to_closed_port_gets_rst(zoo: Zoo, family: str) -> None:
 
 
 def test_connect_outside_allow_list_is_refused(zoo: Zoo) -> None:
-    with pytest.raises(AgentError) as err:
-        zoo.agent.call("connect", family="ipv4", addr="198.18.0.3", port=80)
-    assert err.value.error == "EPERM"
+    assert error_of(lambda: zoo.agent.call("connect", family="ipv4", addr="198.18.0.3", port=80)) == "EPERM"
 
 
 def test_connect_to_closed_tester_port_is_refused(zoo: Zoo) -> None:
@@ -299,20 +203,16 @@ def test_connect_to_closed_tester_port_is_refused(zoo: Zoo) -> None:
     connect = zoo.agent.submit("connect", family="ipv4", addr="198.18.0.2", port=dport, timeout_ms=3000)
     s = zoo.tester.expect_tcp(lambda t: t.dport == dport and t.flags == "S")
     zoo.tester.send("ipv4", TCP(sport=dport, dport=s.sport, flags="RA", seq=0, ack=s.seq + 1))
-    with pytest.raises(AgentError) as err:
-        connect.wait(5)
-    assert err.value.error == "ECONNREFUSED"
+    assert error_of(lambda: connect.wait(5)) == "ECONNREFUSED"
 
 
 def test_bad_token_gets_eacces(tmp_path: Path) -> None:
-    with namespace_with_tap("gvisor-token") as ns, (tmp_path / "stderr.log").open("wb") as log:
-        with pytest.raises(AgentError) as err:
-            AgentClient.spawn(argv(ns), token="wrong", stderr=log, hello_timeout=30)
-        assert err.value.error == "EACCES"
+    with namespace("gvisor-token", taps=(TAP,)) as ns, (tmp_path / "stderr.log").open("wb") as log:
+        assert error_of(lambda: AgentClient.spawn(argv(ns), token="wrong", stderr=log, hello_timeout=30)) == "EACCES"
 
 
 def test_exits_at_end_of_input(tmp_path: Path) -> None:
-    with namespace_with_tap("gvisor-eof") as ns, (tmp_path / "stderr.log").open("wb") as log:
+    with namespace("gvisor-eof", taps=(TAP,)) as ns, (tmp_path / "stderr.log").open("wb") as log:
         proc = subprocess.Popen(argv(ns), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         try:
             assert proc.stdin is not None and proc.stdout is not None
@@ -336,9 +236,7 @@ def test_close_ends_a_waiting_recv_with_ebadf(zoo: Zoo) -> None:
     recv = zoo.agent.submit("recv", sock=sock, timeout_ms=5000)
     assert state(zoo, sock) == "ESTABLISHED" and not recv.done()
     zoo.agent.call("close", sock=sock)
-    with pytest.raises(AgentError) as err:
-        recv.wait(2)
-    assert err.value.error == "EBADF"
+    assert error_of(lambda: recv.wait(2)) == "EBADF"
     zoo.agent.call("close", sock=listener["sock"])
 
 
@@ -348,11 +246,9 @@ def test_syn_to_synack_latency(zoo: Zoo) -> None:
     port, delays = listener["port"], []
     for i in range(20):
         sport, isn = next(_ports), 9_000_000 + i
-        zoo.tester.send("ipv4", syn(sport, port, isn))
-        _sent, t_syn = zoo.tester.expect(lambda f, s=sport: TCP in f and f[TCP].sport == s, outgoing=True)
-        synack, t_sa = zoo.tester.expect(lambda f, s=sport: TCP in f and f[TCP].dport == s)
+        synack, delay = zoo.tester.round_trip("ipv4", syn(sport, port, isn), lambda t, s=sport: t.dport == s)
         assert synack[TCP].flags == "SA"
-        delays.append(t_sa - t_syn)
+        delays.append(delay)
         zoo.tester.send("ipv4", TCP(sport=sport, dport=port, flags="R", seq=isn + 1))
     median = statistics.median(delays)
     print(f"\ngvisor SYN -> SYN-ACK median of 20: {median * 1e6:.0f} us (min {min(delays) * 1e6:.0f} us)")

@@ -9,37 +9,26 @@ the test's own namespace, which is removed afterwards, also on failure.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import select
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from scapy.layers.inet import IP, TCP
-from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
-from scapy.layers.l2 import ARP, Ether
-from scapy.packet import Packet, Raw
+from scapy.layers.inet import TCP
+from scapy.packet import Raw
+from zoo_support import CORE_OPS, FAMILIES, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
-from conformance.targets.netns import call_in_netns, create, delete, namespace_name, pids_in, run
-from conformance.upper_tester import AgentClient, AgentError
+from conformance.upper_tester import AgentClient
 from support import REPO, netns_available
 
 PROG = REPO / "zoo" / "lwip" / "build" / "tcpconf-lwip"
 TAP = "tap0"
-TARGET_MAC, TESTER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
-TARGET = {"ipv4": "198.18.0.1", "ipv6": "2001:2::1"}
-TESTER = {"ipv4": "198.18.0.2", "ipv6": "2001:2::2"}
 TOKEN = "lwip-zoo-token"
 MSS = {"ipv4": 1460, "ipv6": 1440}  # lwIP derives its MSS from the netif MTU (1500) minus the IP and TCP headers
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4  # frames this socket's side sent; the target's frames arrive as other types
 
 _names = itertools.count()
 _ports = itertools.count(20000 + os.getpid() % 20000)
@@ -51,60 +40,8 @@ def _skip_reason() -> str | None:
     return netns_available()
 
 
-def _launch_argv(ns: str, token: str) -> list[str]:
-    """The command line of the launch contract, with the suite's defaults."""
-    return [
-        "ip", "netns", "exec", ns, str(PROG), "--tap", TAP, "--mac", TARGET_MAC,
-        "--ipv4", f"{TARGET['ipv4']}/24", "--ipv6", f"{TARGET['ipv6']}/64",
-        "--allow-connect", TESTER["ipv4"], "--allow-connect", TESTER["ipv6"], "--token", token,
-    ]  # fmt: skip
-
-
 def _payload(seg: TCP) -> bytes:
     return bytes(seg[Raw].load) if Raw in seg else b""
-
-
-class Tester:
-    """The lower tester: the remote peer on the tap, one family per instance."""
-
-    __test__ = False
-
-    def __init__(self, sock: socket.socket, family: str) -> None:
-        self.sock = sock
-        self.family = family
-        self.addr, self.target = TESTER[family], TARGET[family]
-        self.seen: list[str] = []
-
-    def send(self, seg: TCP, payload: bytes = b"") -> None:
-        l3 = IP(src=self.addr, dst=self.target) if self.family == "ipv4" else IPv6(src=self.addr, dst=self.target)
-        frame = Ether(src=TESTER_MAC, dst=TARGET_MAC) / l3 / seg
-        self.sock.send(bytes(frame / Raw(payload)) if payload else bytes(frame))
-
-    def expect(self, what: str, match: Callable[[TCP], bool], timeout: float = 3.0) -> TCP:
-        """The first TCP segment from the target that ``match``es; neighbour requests are answered meanwhile."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([self.sock], [], [], left)[0]:
-                break
-            data, address = self.sock.recvfrom(65535)
-            if address[2] == PACKET_OUTGOING:
-                continue
-            frame = Ether(data)
-            self._answer_neighbour(frame)
-            if TCP in frame:
-                self.seen.append(frame[TCP].sprintf("%TCP.sport%>%TCP.dport% %TCP.flags% seq=%TCP.seq% ack=%TCP.ack%"))
-                if match(frame[TCP]):
-                    return frame[TCP]
-        raise AssertionError(f"no {what} within {timeout} s; TCP segments seen: {self.seen[-8:]}")
-
-    def _answer_neighbour(self, frame: Packet) -> None:
-        if ARP in frame and frame[ARP].op == 1 and frame[ARP].pdst == TESTER["ipv4"]:
-            reply = ARP(op=2, hwsrc=TESTER_MAC, psrc=TESTER["ipv4"], hwdst=frame[ARP].hwsrc, pdst=frame[ARP].psrc)
-            self.sock.send(bytes(Ether(src=TESTER_MAC, dst=frame.src) / reply))
-        elif ICMPv6ND_NS in frame and frame[ICMPv6ND_NS].tgt == TESTER["ipv6"] and frame[IPv6].src != "::":
-            advert = ICMPv6ND_NA(tgt=TESTER["ipv6"], R=0, S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=TESTER_MAC)
-            l3 = IPv6(src=TESTER["ipv6"], dst=frame[IPv6].src)
-            self.sock.send(bytes(Ether(src=TESTER_MAC, dst=frame.src) / l3 / advert))
 
 
 # ---- fixtures -----------------------------------------------------------------------------------------
@@ -116,42 +53,34 @@ def lwip_ns() -> Iterator[str]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    ns = namespace_name(f"lwip{next(_names)}")
-    create(ns)
-    try:
-        run(["ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap"])
-        run(["ip", "-n", ns, "link", "set", TAP, "up"])
+    with namespace(f"lwip{next(_names)}", taps=(TAP,)) as ns:
         yield ns
-    finally:
-        for pid in pids_in(ns):  # only the program this test started lives in its namespace
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        delete(ns)
 
 
 @pytest.fixture
 def lwip(lwip_ns: str, tmp_path: Path) -> Iterator[AgentClient]:
     """The launched program, past its hello; its stderr is kept in the test's tmp_path."""
     with open(tmp_path / "lwip.stderr", "wb") as log:
-        client = AgentClient.spawn(_launch_argv(lwip_ns, TOKEN), token=TOKEN, stderr=log, hello_timeout=30.0)
+        client = AgentClient.spawn(launch_argv(lwip_ns, PROG, TAP, TOKEN), token=TOKEN, stderr=log, hello_timeout=30.0)
         try:
             yield client
         finally:
             client.close()
 
 
-@pytest.fixture(params=["ipv4", "ipv6"])
-def tester(request: pytest.FixtureRequest, lwip_ns: str) -> Iterator[Tester]:
-    def open_packet_socket() -> socket.socket:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        sock.bind((TAP, 0))
-        return sock
+@pytest.fixture(params=FAMILIES)
+def family(request: pytest.FixtureRequest) -> str:
+    return request.param
 
-    sock = call_in_netns(lwip_ns, open_packet_socket)
+
+@pytest.fixture
+def tester(lwip_ns: str) -> Iterator[SegmentTester]:
+    """The lower tester: the remote peer on the tap."""
+    tester = SegmentTester.on_interface(lwip_ns, TAP)
     try:
-        yield Tester(sock, request.param)
+        yield tester
     finally:
-        sock.close()
+        tester.close()
 
 
 def _state(agent: AgentClient, sock: int) -> str:
@@ -165,19 +94,17 @@ def _wait_state(agent: AgentClient, sock: int, wanted: str, timeout: float = 3.0
     return state
 
 
-def _error_of(call: Callable[[], Any]) -> str:
-    with pytest.raises(AgentError) as info:
-        call()
-    return info.value.error
-
-
-def _active_open(lwip: AgentClient, tester: Tester) -> tuple[int, TCP, dict]:
+def _active_open(lwip: AgentClient, tester: SegmentTester, family: str) -> tuple[int, TCP, dict]:
     """Agent connect; the tester answers the SYN. Returns the tester's port, the SYN and the connect result."""
     dport = next(_ports)
-    connecting = lwip.submit("connect", family=tester.family, addr=tester.addr, port=dport, timeout_ms=5000)
-    syn = tester.expect("SYN", lambda t: t.dport == dport and t.flags == "S")
-    tester.send(TCP(sport=dport, dport=syn.sport, flags="SA", seq=5000, ack=syn.seq + 1, options=[("MSS", 1460)]))
-    tester.expect("ACK of the SYN-ACK", lambda t: t.sport == syn.sport and t.flags == "A" and t.ack == 5001)
+    connecting = lwip.submit("connect", family=family, addr=TESTER[family], port=dport, timeout_ms=5000)
+    syn = tester.expect_tcp(lambda t: t.dport == dport and t.flags == "S", family, what="SYN")
+    tester.send(
+        family, TCP(sport=dport, dport=syn.sport, flags="SA", seq=5000, ack=syn.seq + 1, options=[("MSS", 1460)])
+    )
+    tester.expect_tcp(
+        lambda t: t.sport == syn.sport and t.flags == "A" and t.ack == 5001, family, what="ACK of the SYN-ACK"
+    )
     return dport, syn, connecting.wait(7.0)
 
 
@@ -189,12 +116,11 @@ def test_hello_names_lwip_and_its_compile_time_options(lwip: AgentClient) -> Non
     assert hello["protocol"] == 1
     assert hello["platform"].startswith("lwIP 2.1.3")
     assert hello["stack_options"] == {"mss": 1460, "wnd": 65535, "wscale": 1, "sack": False, "timestamps": False}
-    for op in ("hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"):
-        assert op in hello["ops"]
+    assert set(hello["ops"]) >= CORE_OPS
 
 
-def test_passive_open_data_both_ways_and_fin_teardown(lwip: AgentClient, tester: Tester) -> None:
-    listen = lwip.call("listen", family=tester.family, addr=tester.target, port=0)
+def test_passive_open_data_both_ways_and_fin_teardown(lwip: AgentClient, tester: SegmentTester, family: str) -> None:
+    listen = lwip.call("listen", family=family, addr=TARGET[family], port=0)
     listener, port = listen["sock"], listen["port"]
     assert _state(lwip, listener) == "LISTEN"
     accepting = lwip.submit("accept", sock=listener, timeout_ms=5000)
@@ -203,88 +129,86 @@ def test_passive_open_data_both_ways_and_fin_teardown(lwip: AgentClient, tester:
     def from_target(flags: str) -> Callable[[TCP], bool]:
         return lambda t: t.dport == sport and t.sport == port and t.flags == flags
 
-    tester.send(TCP(sport=sport, dport=port, flags="S", seq=1000, options=[("MSS", 1460), ("WScale", 7)]))
-    synack = tester.expect("SYN-ACK", from_target("SA"))
+    tester.send(family, TCP(sport=sport, dport=port, flags="S", seq=1000, options=[("MSS", 1460), ("WScale", 7)]))
+    synack = tester.expect_tcp(from_target("SA"), family, what="SYN-ACK")
     assert synack.ack == 1001
-    assert dict(synack.options)["MSS"] == MSS[tester.family] and dict(synack.options)["WScale"] == 1
+    assert dict(synack.options)["MSS"] == MSS[family] and dict(synack.options)["WScale"] == 1
     isn = synack.seq
-    tester.send(TCP(sport=sport, dport=port, flags="A", seq=1001, ack=isn + 1))
+    tester.send(family, TCP(sport=sport, dport=port, flags="A", seq=1001, ack=isn + 1))
     accepted = accepting.wait(7.0)
-    assert accepted["peer"] == [tester.addr, sport] and accepted["local"] == [tester.target, port]
+    assert accepted["peer"] == [TESTER[family], sport] and accepted["local"] == [TARGET[family], port]
     conn = accepted["sock"]
     assert _state(lwip, conn) == "ESTABLISHED"
 
     assert lwip.call("send", sock=conn, data="hello") == {"sent": 5}
-    data = tester.expect("data from the agent", lambda t: t.dport == sport and _payload(t) != b"")
+    data = tester.expect_tcp(lambda t: t.dport == sport and _payload(t) != b"", family, what="data from the agent")
     assert (_payload(data), data.seq) == (b"hello", isn + 1)
-    tester.send(TCP(sport=sport, dport=port, flags="A", seq=1001, ack=isn + 6))
+    tester.send(family, TCP(sport=sport, dport=port, flags="A", seq=1001, ack=isn + 6))
 
-    tester.send(TCP(sport=sport, dport=port, flags="PA", seq=1001, ack=isn + 6), b"world")
+    tester.send(family, TCP(sport=sport, dport=port, flags="PA", seq=1001, ack=isn + 6) / b"world")
     received = lwip.call("recv", sock=conn, timeout_ms=3000)
     assert (received["data_b64"], received["len"], received["eof"]) == ("d29ybGQ=", 5, False)
-    tester.expect("ACK of the data", lambda t: t.dport == sport and t.ack == 1006)
+    tester.expect_tcp(lambda t: t.dport == sport and t.ack == 1006, family, what="ACK of the data")
 
-    tester.send(TCP(sport=sport, dport=port, flags="FA", seq=1006, ack=isn + 6))
-    tester.expect("ACK of the FIN", lambda t: t.dport == sport and t.ack == 1007)
+    tester.send(family, TCP(sport=sport, dport=port, flags="FA", seq=1006, ack=isn + 6))
+    tester.expect_tcp(lambda t: t.dport == sport and t.ack == 1007, family, what="ACK of the FIN")
     assert lwip.call("recv", sock=conn, timeout_ms=3000)["eof"] is True
     assert _state(lwip, conn) == "CLOSE-WAIT"
     assert lwip.call("shutdown", sock=conn, how="wr") == {}
-    fin = tester.expect("FIN from the agent", lambda t: t.dport == sport and "F" in t.flags)
+    fin = tester.expect_tcp(lambda t: t.dport == sport and "F" in t.flags, family, what="FIN from the agent")
     assert fin.seq == isn + 6
     assert _state(lwip, conn) == "LAST-ACK"
-    tester.send(TCP(sport=sport, dport=port, flags="A", seq=1007, ack=isn + 7))
+    tester.send(family, TCP(sport=sport, dport=port, flags="A", seq=1007, ack=isn + 7))
     assert _wait_state(lwip, conn, "CLOSED") == "CLOSED"
     assert lwip.call("close", sock=conn) == {}
-    assert _error_of(lambda: lwip.call("state", sock=conn)) == "EBADF"
+    assert error_of(lambda: lwip.call("state", sock=conn)) == "EBADF"
 
 
-def test_active_open_and_fin_from_the_agent(lwip: AgentClient, tester: Tester) -> None:
-    dport, syn, connected = _active_open(lwip, tester)
-    assert dict(syn.options)["MSS"] == MSS[tester.family] and dict(syn.options)["WScale"] == 1
-    assert connected["peer"] == [tester.addr, dport] and connected["local"] == [tester.target, syn.sport]
+def test_active_open_and_fin_from_the_agent(lwip: AgentClient, tester: SegmentTester, family: str) -> None:
+    dport, syn, connected = _active_open(lwip, tester, family)
+    assert dict(syn.options)["MSS"] == MSS[family] and dict(syn.options)["WScale"] == 1
+    assert connected["peer"] == [TESTER[family], dport] and connected["local"] == [TARGET[family], syn.sport]
     conn = connected["sock"]
     assert _state(lwip, conn) == "ESTABLISHED"
 
     assert lwip.call("shutdown", sock=conn, how="wr") == {}
-    fin = tester.expect("FIN", lambda t: t.dport == dport and "F" in t.flags)
+    fin = tester.expect_tcp(lambda t: t.dport == dport and "F" in t.flags, family, what="FIN")
     assert fin.seq == syn.seq + 1
     assert _state(lwip, conn) == "FIN-WAIT-1"
-    tester.send(TCP(sport=dport, dport=syn.sport, flags="A", seq=5001, ack=syn.seq + 2))
+    tester.send(family, TCP(sport=dport, dport=syn.sport, flags="A", seq=5001, ack=syn.seq + 2))
     assert _wait_state(lwip, conn, "FIN-WAIT-2") == "FIN-WAIT-2"
-    tester.send(TCP(sport=dport, dport=syn.sport, flags="FA", seq=5001, ack=syn.seq + 2))
-    tester.expect("ACK of the FIN", lambda t: t.dport == dport and t.ack == 5002)
+    tester.send(family, TCP(sport=dport, dport=syn.sport, flags="FA", seq=5001, ack=syn.seq + 2))
+    tester.expect_tcp(lambda t: t.dport == dport and t.ack == 5002, family, what="ACK of the FIN")
     assert _wait_state(lwip, conn, "TIME-WAIT") == "TIME-WAIT"
     assert lwip.call("close", sock=conn) == {}
 
 
-def test_abort_sends_rst(lwip: AgentClient, tester: Tester) -> None:
-    dport, syn, connected = _active_open(lwip, tester)
+def test_abort_sends_rst(lwip: AgentClient, tester: SegmentTester, family: str) -> None:
+    dport, syn, connected = _active_open(lwip, tester, family)
     assert lwip.call("abort", sock=connected["sock"]) == {}
-    rst = tester.expect("RST", lambda t: t.dport == dport and "R" in t.flags)
+    rst = tester.expect_tcp(lambda t: t.dport == dport and "R" in t.flags, family, what="RST")
     assert rst.seq == syn.seq + 1
-    assert _error_of(lambda: lwip.call("state", sock=connected["sock"])) == "EBADF"
+    assert error_of(lambda: lwip.call("state", sock=connected["sock"])) == "EBADF"
 
 
-def test_connect_answered_by_rst_is_refused(lwip: AgentClient, tester: Tester) -> None:
+def test_connect_answered_by_rst_is_refused(lwip: AgentClient, tester: SegmentTester, family: str) -> None:
     dport = next(_ports)
-    connecting = lwip.submit("connect", family=tester.family, addr=tester.addr, port=dport, timeout_ms=5000)
-    syn = tester.expect("SYN", lambda t: t.dport == dport and t.flags == "S")
-    tester.send(TCP(sport=dport, dport=syn.sport, flags="RA", seq=0, ack=syn.seq + 1))
-    with pytest.raises(AgentError) as info:
-        connecting.wait(7.0)
-    assert info.value.error == "ECONNREFUSED"
+    connecting = lwip.submit("connect", family=family, addr=TESTER[family], port=dport, timeout_ms=5000)
+    syn = tester.expect_tcp(lambda t: t.dport == dport and t.flags == "S", family, what="SYN")
+    tester.send(family, TCP(sport=dport, dport=syn.sport, flags="RA", seq=0, ack=syn.seq + 1))
+    assert error_of(lambda: connecting.wait(7.0)) == "ECONNREFUSED"
 
 
-def test_syn_to_a_closed_port_gets_rst(lwip: AgentClient, tester: Tester) -> None:
+def test_syn_to_a_closed_port_gets_rst(lwip: AgentClient, tester: SegmentTester, family: str) -> None:
     sport = next(_ports)
-    tester.send(TCP(sport=sport, dport=9, flags="S", seq=777))
-    rst = tester.expect("RST", lambda t: t.dport == sport and "R" in t.flags)
+    tester.send(family, TCP(sport=sport, dport=9, flags="S", seq=777))
+    rst = tester.expect_tcp(lambda t: t.dport == sport and "R" in t.flags, family, what="RST")
     assert (str(rst.flags), rst.ack) == ("RA", 778)
 
 
 def test_connect_outside_the_allow_list_is_eperm(lwip: AgentClient) -> None:
     call = lambda: lwip.call("connect", family="ipv4", addr="198.18.0.3", port=80)  # noqa: E731
-    assert _error_of(call) == "EPERM"
+    assert error_of(call) == "EPERM"
 
 
 def test_a_bad_token_gets_eacces_for_every_request(lwip_ns: str) -> None:
@@ -294,7 +218,9 @@ def test_a_bad_token_gets_eacces_for_every_request(lwip_ns: str) -> None:
         {"id": 3, "op": "listen", "family": "ipv4", "port": 0},
     ]
     data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    proc = subprocess.run(_launch_argv(lwip_ns, TOKEN), input=data, capture_output=True, timeout=30, check=False)
+    proc = subprocess.run(
+        launch_argv(lwip_ns, PROG, TAP, TOKEN), input=data, capture_output=True, timeout=30, check=False
+    )
     responses = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(r["id"], r["ok"], r["error"]) for r in responses] == [(i, False, "EACCES") for i in (1, 2, 3)]
     assert proc.returncode == 0  # and it exited at the end of its input

@@ -8,11 +8,8 @@ own addresses). Skipped when zoo/pytcp/build.sh has not been run.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import select
-import socket
 import statistics
 import subprocess
 import time
@@ -21,22 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP
-from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
-from scapy.layers.l2 import ARP, Ether
-from scapy.packet import Packet, Raw
+from scapy.layers.inet import TCP
+from scapy.packet import Raw
+from zoo_support import CORE_OPS, FAMILIES, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
-from conformance.targets import netns
-from conformance.upper_tester import AgentClient, AgentError
+from conformance.upper_tester import AgentClient, PendingCall
 
 PROGRAM = Path(__file__).resolve().parent.parent / "zoo" / "pytcp" / "build" / "tcpconf-pytcp"
-TARGET_MAC, TESTER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
-TARGET = {"ipv4": "198.18.0.1", "ipv6": "2001:2::1"}
-TESTER = {"ipv4": "198.18.0.2", "ipv6": "2001:2::2"}
 TOKEN = "zoo-pytcp-token"
 TAP, TAP_SPARE = "ztap0", "ztap1"
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
 HELLO_TIMEOUT_S = 30.0  # the contract's start-up budget
 
 pytestmark = [
@@ -47,128 +37,36 @@ pytestmark = [
 
 
 def argv(ns: str, tap: str, token: str) -> list[str]:
-    return [
-        *("ip", "netns", "exec", ns, str(PROGRAM), "--tap", tap, "--mac", TARGET_MAC),
-        *("--ipv4", f"{TARGET['ipv4']}/24", "--ipv6", f"{TARGET['ipv6']}/64"),
-        *("--allow-connect", TESTER["ipv4"], "--allow-connect", TESTER["ipv6"], "--token", token),
-    ]
-
-
-class TapTester:
-    """The tester's side of the tap: raw Ethernet, ARP/NS answers for its own addresses, TCP segments queued."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    @classmethod
-    def open(cls, ns: str, tap: str) -> TapTester:
-        def make() -> socket.socket:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            sock.bind((tap, 0))
-            sock.setblocking(False)
-            return sock
-
-        return cls(netns.call_in_netns(ns, make))
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, family: str, segment: Packet) -> None:
-        ip = IP if family == "ipv4" else IPv6
-        frame = Ether(src=TESTER_MAC, dst=TARGET_MAC) / ip(src=TESTER[family], dst=TARGET[family]) / segment
-        self.sock.send(bytes(frame))
-
-    def expect(self, family: str, match: Callable[[Packet], bool], timeout: float = 3.0) -> Packet:
-        """The first TCP segment from the target (of ``family``) that ``match`` accepts; others are dropped."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            frame = self.receive(left)
-            if frame is None:
-                continue
-            ip = frame.getlayer(IP if family == "ipv4" else IPv6)
-            if ip is not None and ip.src == TARGET[family] and frame.haslayer(TCP) and match(frame[TCP]):
-                return frame[TCP]
-        raise AssertionError(f"no matching TCP segment from {TARGET[family]} within {timeout} s")
-
-    def receive(self, timeout: float) -> Packet | None:
-        """One incoming frame (ARP and NS for the tester are answered here and not returned)."""
-        if not select.select([self.sock], [], [], timeout)[0]:
-            return None
-        data, addr = self.sock.recvfrom(65535)
-        if addr[2] == PACKET_OUTGOING:
-            return None
-        frame = Ether(data)
-        if frame.haslayer(ARP) and frame[ARP].op == 1 and frame[ARP].pdst == TESTER["ipv4"]:
-            reply = ARP(op=2, hwsrc=TESTER_MAC, psrc=TESTER["ipv4"], hwdst=frame[ARP].hwsrc, pdst=frame[ARP].psrc)
-            self.sock.send(bytes(Ether(src=TESTER_MAC, dst=frame.src) / reply))
-            return None
-        if frame.haslayer(ICMPv6ND_NS) and frame[ICMPv6ND_NS].tgt == TESTER["ipv6"]:
-            source = frame[IPv6].src
-            advert = ICMPv6ND_NA(tgt=TESTER["ipv6"], R=0, S=int(source != "::"), O=1)
-            reply = (
-                Ether(src=TESTER_MAC, dst=frame.src)
-                / IPv6(src=TESTER["ipv6"], dst=source if source != "::" else "ff02::1", hlim=255)
-                / advert
-                / ICMPv6NDOptDstLLAddr(lladdr=TESTER_MAC)
-            )
-            self.sock.send(bytes(reply))
-            return None
-        return frame
+    return launch_argv(ns, PROGRAM, tap, token)
 
 
 @dataclass
 class Target:
     ns: str
     agent: AgentClient
-    tester: TapTester
+    tester: SegmentTester
     started: float  # monotonic time of the spawn
     hello_s: float  # spawn -> hello answered
 
 
-def make_namespace(suffix: str) -> str:
-    ns = netns.namespace_name(suffix)
-    netns.create(ns)
-    try:
-        for tap in (TAP, TAP_SPARE):
-            netns.run(["ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"])
-            netns.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{tap}.disable_ipv6=1"])
-            netns.run(["ip", "-n", ns, "link", "set", tap, "up"])
-    except BaseException:
-        netns.delete(ns)
-        raise
-    return ns
-
-
-def remove_namespace(ns: str) -> None:
-    for pid in netns.pids_in(ns):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-    netns.delete(ns)
-
-
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    ns = make_namespace("pytcp")
-    agent = None
-    tester = None
     stderr_path = tmp_path_factory.mktemp("zoo-pytcp") / "stderr.txt"
-    try:
-        with stderr_path.open("wb") as stderr:
-            tester = TapTester.open(ns, TAP)
+    with namespace("pytcp", taps=(TAP, TAP_SPARE)) as ns, stderr_path.open("wb") as stderr:
+        tester = SegmentTester.on_interface(ns, TAP)
+        try:
             started = time.monotonic()
             agent = AgentClient.spawn(argv(ns, TAP, TOKEN), token=TOKEN, stderr=stderr, hello_timeout=HELLO_TIMEOUT_S)
-            yield Target(ns, agent, tester, started, time.monotonic() - started)
-    finally:
-        if agent is not None:
-            agent.close()
-        if tester is not None:
+            try:
+                yield Target(ns, agent, tester, started, time.monotonic() - started)
+            finally:
+                agent.close()
+        finally:
             tester.close()
-        remove_namespace(ns)
     assert "Traceback" not in stderr_path.read_text(errors="replace"), f"the program logged an exception: {stderr_path}"
 
 
 PORTS = itertools.count(20000)
-FAMILIES = ["ipv4", "ipv6"]
 
 
 def syn(sport: int, dport: int, seq: int) -> TCP:
@@ -178,19 +76,26 @@ def syn(sport: int, dport: int, seq: int) -> TCP:
 def handshake(target: Target, family: str, sport: int, dport: int, isn: int = 1000) -> TCP:
     """Tester SYN -> target SYN-ACK -> tester ACK; returns the SYN-ACK."""
     target.tester.send(family, syn(sport, dport, isn))
-    synack = target.tester.expect(family, lambda t: t.dport == sport and t.flags == "SA")
+    synack = target.tester.expect_tcp(lambda t: t.dport == sport and t.flags == "SA", family)
     assert synack.ack == isn + 1
     ack = TCP(sport=sport, dport=dport, flags="A", seq=isn + 1, ack=synack.seq + 1, window=65535)
     target.tester.send(family, ack)
     return synack
 
 
+def connecting(target: Target, family: str) -> tuple[int, PendingCall, TCP]:
+    """The agent connects to a fresh tester port; returns the port, the pending connect and the target's SYN."""
+    port = next(PORTS)
+    connect = target.agent.submit("connect", family=family, addr=TESTER[family], port=port, timeout_ms=5000)
+    syn = target.tester.expect_tcp(lambda t: t.dport == port and "S" in t.flags and "A" not in t.flags, family)
+    return port, connect, syn
+
+
 def test_hello_names_the_stack_and_ops(target: Target) -> None:
     hello = target.agent.hello
     assert hello["protocol"] == 1
     assert hello["platform"].startswith("PyTCP 0.3.8")
-    required = {"hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"}
-    assert required <= set(hello["ops"])
+    assert set(hello["ops"]) >= CORE_OPS
     assert target.hello_s < HELLO_TIMEOUT_S
 
 
@@ -215,7 +120,7 @@ def test_passive_open_data_both_ways_and_fin(target: Target, family: str) -> Non
 
     # target -> tester
     assert agent.call("send", sock=conn, data="hello")["sent"] == 5
-    data = tester.expect(family, lambda t: t.dport == sport and len(t.payload) > 0)
+    data = tester.expect_tcp(lambda t: t.dport == sport and len(t.payload) > 0, family)
     assert bytes(data.payload) == b"hello" and data.seq == rcv_nxt
     rcv_nxt += 5
     tester.send(family, TCP(sport=sport, dport=port, flags="A", seq=snd_nxt, ack=rcv_nxt, window=65535))
@@ -225,34 +130,30 @@ def test_passive_open_data_both_ways_and_fin(target: Target, family: str) -> Non
         family, TCP(sport=sport, dport=port, flags="PA", seq=snd_nxt, ack=rcv_nxt, window=65535) / Raw(b"world")
     )
     snd_nxt += 5
-    tester.expect(family, lambda t: t.dport == sport and "A" in t.flags and t.ack == snd_nxt)
+    tester.expect_tcp(lambda t: t.dport == sport and "A" in t.flags and t.ack == snd_nxt, family)
     got = agent.call("recv", sock=conn, timeout_ms=2000)
     assert (got["len"], got["eof"], got["data_b64"]) == (5, False, "d29ybGQ=")
 
     # tester closes first: FIN is acknowledged, recv sees end-of-file, the state is CLOSE-WAIT
     tester.send(family, TCP(sport=sport, dport=port, flags="FA", seq=snd_nxt, ack=rcv_nxt, window=65535))
     snd_nxt += 1
-    tester.expect(family, lambda t: t.dport == sport and "A" in t.flags and t.ack == snd_nxt)
+    tester.expect_tcp(lambda t: t.dport == sport and "A" in t.flags and t.ack == snd_nxt, family)
     assert agent.call("recv", sock=conn, timeout_ms=2000)["eof"] is True
     assert agent.call("state", sock=conn)["state"] == "CLOSE-WAIT"
 
     # target closes: its FIN arrives, the tester's ACK ends the connection
     agent.call("close", sock=conn)
-    fin = tester.expect(family, lambda t: t.dport == sport and "F" in t.flags)
+    fin = tester.expect_tcp(lambda t: t.dport == sport and "F" in t.flags, family)
     assert fin.seq == rcv_nxt
     tester.send(family, TCP(sport=sport, dport=port, flags="A", seq=snd_nxt, ack=rcv_nxt + 1, window=65535))
-    with pytest.raises(AgentError) as closed:
-        agent.call("state", sock=conn)
-    assert closed.value.error == "EBADF"
+    assert error_of(lambda: agent.call("state", sock=conn)) == "EBADF"
     agent.call("close", sock=listener)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_active_open_reaches_established(target: Target, family: str) -> None:
     agent, tester = target.agent, target.tester
-    port = next(PORTS)
-    connect = agent.submit("connect", family=family, addr=TESTER[family], port=port, timeout_ms=5000)
-    syn_in = tester.expect(family, lambda t: t.dport == port and "S" in t.flags and "A" not in t.flags)
+    port, connect, syn_in = connecting(target, family)
     # PyTCP 0.3.8 asks for Accurate ECN on every active open (SYN with AE, CWR and ECE set) and sends an empty
     # TFO cookie request; the tester's plain SYN-ACK declines both.
     assert str(syn_in.flags) in ("S", "SEC", "SECN")
@@ -261,11 +162,11 @@ def test_active_open_reaches_established(target: Target, family: str) -> None:
     result = connect.wait(7.0)
     assert result["peer"] == [TESTER[family], port]
     assert result["local"] == [TARGET[family], syn_in.sport]
-    ack = tester.expect(family, lambda t: t.dport == port and t.flags == "A")
+    ack = tester.expect_tcp(lambda t: t.dport == port and t.flags == "A", family)
     assert (ack.seq, ack.ack) == (syn_in.seq + 1, 5001)
     assert agent.call("state", sock=result["sock"])["state"] == "ESTABLISHED"
     agent.call("abort", sock=result["sock"])
-    rst = tester.expect(family, lambda t: t.dport == port and "R" in t.flags)
+    rst = tester.expect_tcp(lambda t: t.dport == port and "R" in t.flags, family)
     assert rst.seq == syn_in.seq + 1
 
 
@@ -273,37 +174,35 @@ def test_active_open_reaches_established(target: Target, family: str) -> None:
 def test_syn_to_closed_port_gets_rst(target: Target, family: str) -> None:
     sport, port = next(PORTS), next(PORTS)
     target.tester.send(family, syn(sport, port, 7000))
-    rst = target.tester.expect(family, lambda t: t.dport == sport and "R" in t.flags)
+    rst = target.tester.expect_tcp(lambda t: t.dport == sport and "R" in t.flags, family)
     assert rst.flags == "RA" and rst.ack == 7001 and rst.seq == 0
 
 
 def test_connect_outside_allow_list_is_refused(target: Target) -> None:
-    with pytest.raises(AgentError) as refused:
-        target.agent.call("connect", family="ipv4", addr="198.18.0.3", port=80)
-    assert refused.value.error == "EPERM"
+    assert error_of(lambda: target.agent.call("connect", family="ipv4", addr="198.18.0.3", port=80)) == "EPERM"
 
 
 def test_bad_token_gets_eacces(target: Target) -> None:
     """A second instance on the spare tap of the same namespace, asked with the wrong token."""
-    with pytest.raises(AgentError) as rejected:
-        AgentClient.spawn(argv(target.ns, TAP_SPARE, TOKEN), token="wrong", stderr=subprocess.DEVNULL)
-    assert rejected.value.error == "EACCES"
+    assert (
+        error_of(lambda: AgentClient.spawn(argv(target.ns, TAP_SPARE, TOKEN), token="wrong", stderr=subprocess.DEVNULL))
+        == "EACCES"
+    )
 
 
 def test_syn_synack_latency(target: Target, record_property: Callable[[str, object], None]) -> None:
-    """Median SYN -> SYN-ACK time over 20 probes (IPv4), measured on the tester's socket."""
+    """Median SYN -> SYN-ACK time over 20 probes (IPv4), from the two segments' kernel timestamps on the tap."""
     port = next(PORTS)
     listener = target.agent.call("listen", family="ipv4", port=port)["sock"]
     samples = []
     for _ in range(20):
         sport = next(PORTS)
-        sent = time.perf_counter()
-        target.tester.send("ipv4", syn(sport, port, 1000))
-        synack = target.tester.expect("ipv4", lambda t, sport=sport: t.dport == sport and t.flags == "SA")
-        samples.append(time.perf_counter() - sent)
-        rst = TCP(sport=sport, dport=port, flags="R", seq=1001)
-        target.tester.send("ipv4", rst)
-        assert synack.ack == 1001
+        synack, delay = target.tester.round_trip(
+            "ipv4", syn(sport, port, 1000), lambda t, sport=sport: t.dport == sport and t.flags == "SA"
+        )
+        samples.append(delay)
+        target.tester.send("ipv4", TCP(sport=sport, dport=port, flags="R", seq=1001))
+        assert synack[TCP].ack == 1001
     target.agent.call("close", sock=listener)
     median_ms = statistics.median(samples) * 1000
     record_property("syn_synack_median_ms", round(median_ms, 2))
@@ -313,14 +212,10 @@ def test_syn_synack_latency(target: Target, record_property: Callable[[str, obje
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_connect_to_closed_tester_port_is_refused(target: Target, family: str) -> None:
-    agent, tester = target.agent, target.tester
-    port = next(PORTS)
-    connect = agent.submit("connect", family=family, addr=TESTER[family], port=port, timeout_ms=5000)
-    syn_in = tester.expect(family, lambda t: t.dport == port and "S" in t.flags and "A" not in t.flags)
+    tester = target.tester
+    port, connect, syn_in = connecting(target, family)
     tester.send(family, TCP(sport=port, dport=syn_in.sport, flags="RA", seq=0, ack=syn_in.seq + 1))
-    with pytest.raises(AgentError) as refused:
-        connect.wait(7.0)
-    assert refused.value.error == "ECONNREFUSED"
+    assert error_of(lambda: connect.wait(7.0)) == "ECONNREFUSED"
 
 
 def test_blocking_ops_do_not_hold_up_others_and_end_on_close(target: Target) -> None:
@@ -334,29 +229,25 @@ def test_blocking_ops_do_not_hold_up_others_and_end_on_close(target: Target) -> 
     assert time.monotonic() - started < 1.0 and not accept.done()
     handshake(target, "ipv4", sport, port)
     conn = accept.wait(7.0)["sock"]
-    with pytest.raises(AgentError) as idle:
-        agent.call("recv", sock=conn, timeout_ms=200)
-    assert idle.value.error == "ETIMEDOUT"
+    assert error_of(lambda: agent.call("recv", sock=conn, timeout_ms=200)) == "ETIMEDOUT"
     recv = agent.submit("recv", sock=conn, timeout_ms=5000)
     agent.call("close", sock=conn)
-    with pytest.raises(AgentError) as closed:
-        recv.wait(3.0)
-    assert closed.value.error == "EBADF"
-    tester.expect("ipv4", lambda t: t.dport == sport and "F" in t.flags)
+    assert error_of(lambda: recv.wait(3.0)) == "EBADF"
+    tester.expect_tcp(lambda t: t.dport == sport and "F" in t.flags, "ipv4")
     tester.send("ipv4", TCP(sport=sport, dport=port, flags="R", seq=1001))
     agent.call("close", sock=listener)
 
 
 def test_startup_time_to_hello_and_first_synack(target: Target, record_property: Callable[[str, object], None]) -> None:
     """A fresh instance on the spare tap: spawn -> hello answered, spawn -> first SYN-ACK (IPv4, ARP included)."""
-    tester = TapTester.open(target.ns, TAP_SPARE)
+    tester = SegmentTester.on_interface(target.ns, TAP_SPARE)
     try:
         started = time.monotonic()
         with AgentClient.spawn(argv(target.ns, TAP_SPARE, TOKEN), token=TOKEN, hello_timeout=HELLO_TIMEOUT_S) as agent:
             hello_s = time.monotonic() - started
             agent.call("listen", family="ipv4", port=8000)
             tester.send("ipv4", syn(8001, 8000, 1000))
-            tester.expect("ipv4", lambda t: t.dport == 8001 and t.flags == "SA")
+            tester.expect_tcp(lambda t: t.dport == 8001 and t.flags == "SA", "ipv4")
             synack_s = time.monotonic() - started
     finally:
         tester.close()
@@ -368,8 +259,9 @@ def test_startup_time_to_hello_and_first_synack(target: Target, record_property:
 
 def test_unanswered_connect_times_out(target: Target) -> None:
     port = next(PORTS)
-    with pytest.raises(AgentError) as timed_out:
-        target.agent.call("connect", family="ipv6", addr=TESTER["ipv6"], port=port, timeout_ms=500)
-    assert timed_out.value.error == "ETIMEDOUT"
-    target.tester.expect("ipv6", lambda t: t.dport == port and "S" in t.flags)
+    assert (
+        error_of(lambda: target.agent.call("connect", family="ipv6", addr=TESTER["ipv6"], port=port, timeout_ms=500))
+        == "ETIMEDOUT"
+    )
+    target.tester.expect_tcp(lambda t: t.dport == port and "S" in t.flags, "ipv6")
     assert target.agent.call("hello")["protocol"] == 1  # the agent carries on

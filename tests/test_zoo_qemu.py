@@ -20,18 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import TCP
+from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
-from scapy.packet import Raw
+from scapy.packet import Packet, Raw
+from zoo_support import FAMILIES, TARGET, TESTER, SegmentTester, error_of
 
-from conformance.upper_tester import AgentError
+from conformance.upper_tester import AgentClient
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo" / "qemu"
 sys.path.insert(0, str(ZOO))
 import qemu_guest  # noqa: E402
-from stream_tester import ADDRS, StreamTester  # noqa: E402
 
-FAMILIES = ["ipv4", "ipv6"]
 TOKEN = "zoo-qemu-test"
 # applied by the kernel (timestamps), only by /init (eth0 exists after the kernel's pass), one with spaces
 SYSCTLS = {"net.ipv4.tcp_timestamps": 0, "net.ipv6.conf.eth0.hop_limit": 33, "net.ipv4.tcp_rmem": "4096 65536 1048576"}
@@ -80,16 +79,16 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[qemu_guest
 
 
 @pytest.fixture(scope="module")
-def link(guest: tuple[qemu_guest.QemuGuest, float]) -> Iterator[StreamTester]:
-    sock = qemu_guest.connect_stream(guest[0].net_sock)
+def link(guest: tuple[qemu_guest.QemuGuest, float]) -> Iterator[SegmentTester]:
+    tester = SegmentTester.on_stream(guest[0].net_sock)
     try:
-        yield StreamTester(sock)
+        yield tester
     finally:
-        sock.close()
+        tester.close()
 
 
 @pytest.fixture(scope="module")
-def agent(guest: tuple[qemu_guest.QemuGuest, float]) -> Iterator:
+def agent(guest: tuple[qemu_guest.QemuGuest, float]) -> Iterator[AgentClient]:
     client = qemu_guest.connect_agent(guest[0].agent_sock, TOKEN)
     try:
         yield client
@@ -115,24 +114,43 @@ def test_boots_to_hello(guest: tuple[qemu_guest.QemuGuest, float]) -> None:
 
 @needs_c_agent
 def test_bad_token_is_refused(guest: tuple[qemu_guest.QemuGuest, float]) -> None:
-    with pytest.raises(AgentError) as info:
-        qemu_guest.connect_agent(guest[0].agent_sock, "not-the-token").close()
-    assert info.value.error == "EACCES"
+    assert error_of(lambda: qemu_guest.connect_agent(guest[0].agent_sock, "not-the-token").close()) == "EACCES"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_syn_to_closed_port_gets_rst(link: StreamTester, family: str) -> None:
+def test_syn_to_closed_port_gets_rst(link: SegmentTester, family: str) -> None:
     """No listener: the SYN is answered with RST+ACK acknowledging it (seq 0, ack = ISS + 1)."""
     latencies = []
     for _ in range(10):
         sport, iss = next(_ports), random.randrange(2**32)
-        sent = link.send(link.tcp(family, sport, 9, "S", iss))
-        rst, arrived = link.expect_tcp(family, "RA", sport, timeout=5.0)
+        rst, latency = link.round_trip(family, _segment(sport, 9, "S", iss), lambda t, s=sport: t.dport == s, 5.0)
+        assert str(rst[TCP].flags) == "RA"
         assert rst[TCP].seq == 0 and rst[TCP].ack == (iss + 1) % 2**32
         if family == "ipv6":
             assert rst[IPv6].hlim == 33, "the sysctl net.ipv6.conf.eth0.hop_limit=33 was not applied"
-        latencies.append(arrived - sent)
+        latencies.append(latency)
     _measure(f"SYN -> RST, closed port, {family}", _summary(latencies))
+
+
+def _segment(sport: int, dport: int, flags: str, seq: int, ack: int = 0, payload: bytes = b"") -> Packet:
+    """A segment from the tester to the guest (MSS 1460 on SYNs)."""
+    options = [("MSS", 1460)] if "S" in flags else []
+    return TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=65535, options=options) / payload
+
+
+def _from_guest(link: SegmentTester, family: str, flags: str, dport: int, timeout: float = 3.0) -> Packet:
+    """The next packet from the guest carrying a TCP segment to ``dport`` whose flags are exactly ``flags``."""
+    layer = IP if family == "ipv4" else IPv6
+
+    def match(packet: Packet) -> bool:
+        return (
+            isinstance(packet, layer)
+            and TCP in packet
+            and packet[TCP].dport == dport
+            and str(packet[TCP].flags) == flags
+        )
+
+    return link.expect(match, timeout, f"{flags} segment to port {dport} ({family})")[0]
 
 
 def _summary(latencies: list[float]) -> str:
@@ -141,25 +159,25 @@ def _summary(latencies: list[float]) -> str:
     return f"median {statistics.median(ms):.2f} ms, {spread} (n={len(ms)}; a run's first may wait for ARP/NS)"
 
 
-def _state(agent, sock: int) -> str:
+def _state(agent: AgentClient, sock: int) -> str:
     return agent.call("state", sock=sock)["state"]
 
 
 @needs_c_agent
 @pytest.mark.parametrize("family", FAMILIES)
-def test_passive_open_data_and_fin(agent, link: StreamTester, family: str) -> None:
-    tester, guest_addr = ADDRS[family]
+def test_passive_open_data_and_fin(agent: AgentClient, link: SegmentTester, family: str) -> None:
+    tester, guest_addr = TESTER[family], TARGET[family]
     listener = agent.call("listen", family=family, addr=guest_addr, port=0)
     port = listener["port"]
     assert _state(agent, listener["sock"]) == "LISTEN"
     accept = agent.submit("accept", sock=listener["sock"], timeout_ms=8000)
 
     sport, iss = next(_ports), random.randrange(2**32)
-    link.send(link.tcp(family, sport, port, "S", iss))
-    synack, _ = link.expect_tcp(family, "SA", sport)
+    link.send(family, _segment(sport, port, "S", iss))
+    synack = _from_guest(link, family, "SA", sport)
     assert synack[TCP].ack == (iss + 1) % 2**32
     snd, rcv = (iss + 1) % 2**32, (synack[TCP].seq + 1) % 2**32
-    link.send(link.tcp(family, sport, port, "A", snd, rcv))
+    link.send(family, _segment(sport, port, "A", snd, rcv))
     conn = accept.wait(10.0)
     assert conn["peer"] == [tester, sport] and conn["local"] == [guest_addr, port]
     sock = conn["sock"]
@@ -170,15 +188,15 @@ def test_passive_open_data_and_fin(agent, link: StreamTester, family: str) -> No
     data, _ = link.expect(lambda p: TCP in p and p[TCP].dport == sport and Raw in p, what="data from the guest")
     assert data[Raw].load == b"hello" and data[TCP].seq == rcv
     rcv = (rcv + 5) % 2**32
-    link.send(link.tcp(family, sport, port, "A", snd, rcv))
+    link.send(family, _segment(sport, port, "A", snd, rcv))
     # tester -> target
-    link.send(link.tcp(family, sport, port, "PA", snd, rcv, b"world"))
+    link.send(family, _segment(sport, port, "PA", snd, rcv, b"world"))
     got = agent.call("recv", sock=sock, timeout_ms=3000)
     assert base64.b64decode(got["data_b64"]) == b"world" and not got["eof"]
     snd = (snd + 5) % 2**32
 
     # the tester closes first: FIN is acknowledged, recv sees end-of-file, the socket is in CLOSE-WAIT
-    link.send(link.tcp(family, sport, port, "FA", snd, rcv))
+    link.send(family, _segment(sport, port, "FA", snd, rcv))
     link.expect(
         lambda p: TCP in p and p[TCP].dport == sport and p[TCP].ack == (snd + 1) % 2**32 and "F" not in p[TCP].flags,
         what="ACK of the tester's FIN",
@@ -187,22 +205,22 @@ def test_passive_open_data_and_fin(agent, link: StreamTester, family: str) -> No
     assert agent.call("recv", sock=sock, timeout_ms=3000)["eof"] is True
     assert _state(agent, sock) == "CLOSE-WAIT"
     agent.call("close", sock=sock)
-    fin, _ = link.expect_tcp(family, "FA", sport)
+    fin = _from_guest(link, family, "FA", sport)
     assert fin[TCP].seq == rcv and fin[TCP].ack == snd
-    link.send(link.tcp(family, sport, port, "A", snd, (rcv + 1) % 2**32))
+    link.send(family, _segment(sport, port, "A", snd, (rcv + 1) % 2**32))
     agent.call("close", sock=listener["sock"])
 
 
 @needs_c_agent
 @pytest.mark.parametrize("family", FAMILIES)
-def test_active_open_then_abort(agent, link: StreamTester, family: str) -> None:
-    tester, guest_addr = ADDRS[family]
+def test_active_open_then_abort(agent: AgentClient, link: SegmentTester, family: str) -> None:
+    tester, guest_addr = TESTER[family], TARGET[family]
     tport = next(_ports)
     connect = agent.submit("connect", family=family, addr=tester, port=tport, timeout_ms=8000)
-    syn, _ = link.expect_tcp(family, "S", tport, timeout=8.0)
+    syn = _from_guest(link, family, "S", tport, timeout=8.0)
     gport, giss = syn[TCP].sport, syn[TCP].seq
     iss = random.randrange(2**32)
-    link.send(link.tcp(family, tport, gport, "SA", iss, (giss + 1) % 2**32))
+    link.send(family, _segment(tport, gport, "SA", iss, (giss + 1) % 2**32))
     link.expect(
         lambda p: TCP in p and p[TCP].dport == tport and str(p[TCP].flags) == "A" and p[TCP].ack == (iss + 1) % 2**32,
         what="ACK of the tester's SYN-ACK",
@@ -213,33 +231,32 @@ def test_active_open_then_abort(agent, link: StreamTester, family: str) -> None:
     agent.call("abort", sock=conn["sock"])
     rst, _ = link.expect(lambda p: TCP in p and p[TCP].dport == tport and "R" in p[TCP].flags, what="RST of abort")
     assert rst[TCP].seq == (giss + 1) % 2**32
-    with pytest.raises(AgentError) as info:
-        _state(agent, conn["sock"])
-    assert info.value.error == "EBADF"
+    assert error_of(lambda: _state(agent, conn["sock"])) == "EBADF"
 
 
 @needs_c_agent
-def test_connect_outside_allow_list_is_refused(agent) -> None:
-    with pytest.raises(AgentError) as info:
-        agent.call("connect", family="ipv4", addr="198.18.0.3", port=80, timeout_ms=1000)
-    assert info.value.error == "EPERM"
+def test_connect_outside_allow_list_is_refused(agent: AgentClient) -> None:
+    assert (
+        error_of(lambda: agent.call("connect", family="ipv4", addr="198.18.0.3", port=80, timeout_ms=1000)) == "EPERM"
+    )
 
 
 @needs_c_agent
 @pytest.mark.parametrize("family", FAMILIES)
-def test_syn_to_syn_ack_latency(agent, link: StreamTester, family: str) -> None:
+def test_syn_to_syn_ack_latency(agent: AgentClient, link: SegmentTester, family: str) -> None:
     """20 SYNs to a listener: each gets a SYN-ACK (then the tester resets the half-open connection)."""
-    listener = agent.call("listen", family=family, addr=ADDRS[family][1], port=0, backlog=64)
+    listener = agent.call("listen", family=family, addr=TARGET[family], port=0, backlog=64)
     latencies = []
     try:
         for _ in range(20):
             sport, iss = next(_ports), random.randrange(2**32)
-            sent = link.send(link.tcp(family, sport, listener["port"], "S", iss))
-            synack, arrived = link.expect_tcp(family, "SA", sport)
+            syn = _segment(sport, listener["port"], "S", iss)
+            synack, latency = link.round_trip(family, syn, lambda t, s=sport: t.dport == s)
+            assert str(synack[TCP].flags) == "SA"
             assert synack[TCP].ack == (iss + 1) % 2**32
             assert "Timestamp" not in dict(synack[TCP].options), "the sysctl net.ipv4.tcp_timestamps=0 was not applied"
-            latencies.append(arrived - sent)
-            link.send(link.tcp(family, sport, listener["port"], "R", (iss + 1) % 2**32))
+            latencies.append(latency)
+            link.send(family, _segment(sport, listener["port"], "R", (iss + 1) % 2**32))
     finally:
         agent.call("close", sock=listener["sock"])
     _measure(f"SYN -> SYN-ACK, {family}", _summary(latencies))

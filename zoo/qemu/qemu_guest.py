@@ -189,38 +189,20 @@ def connect_agent(
 ) -> AgentClient:
     """An ``AgentClient`` on the agent's UNIX socket, after a successful ``hello`` (waits out the boot).
 
-    upper_tester.AgentClient has constructors for stdio and TCP only; this wraps a connected UNIX socket.
-    ``hello`` is re-sent every ``resend_every`` seconds until one is answered: a request that reaches the
-    guest while the previous session's agent is still closing the port is discarded by the guest kernel.
+    Each attempt connects afresh and waits ``resend_every`` seconds for the answer to its ``hello``: a request
+    that reaches the guest while the previous session's agent is still closing the port is discarded by the
+    guest kernel. A refused token (AgentError) ends the attempts at once.
     """
-    from conformance.upper_tester import AgentClient
+    from conformance.upper_tester import AgentClient, AgentGone, AgentTimeout
 
-    sock = connect_stream(path)
-    client = AgentClient(sock.makefile("rb"), sock.makefile("wb"), sock=sock, name=f"agent@{path}")
-    args = {"token": token} if token is not None else {}
-    try:
-        client.hello = _first_answer(client, args, hello_timeout, resend_every)
-    except BaseException:
-        client.close()
-        raise
-    return client
-
-
-def _first_answer(client: AgentClient, args: dict, timeout: float, resend_every: float) -> dict:
-    from conformance.upper_tester import AgentTimeout
-
-    deadline = time.monotonic() + timeout
-    calls = []
-    next_send = time.monotonic()
-    while time.monotonic() < deadline:
-        if time.monotonic() >= next_send:
-            calls.append(client.submit("hello", **args))
-            next_send = time.monotonic() + resend_every
-        for call in calls:
-            if call.done():
-                return call.wait(0)
-        time.sleep(0.005)
-    raise AgentTimeout(f"no answer to hello within {timeout:g} s", "hello")
+    deadline = time.monotonic() + hello_timeout
+    while True:
+        wait = max(0.1, min(resend_every, deadline - time.monotonic()))
+        try:
+            return AgentClient.over_socket(connect_stream(path), token, f"agent@{path}", timeout=wait)
+        except (AgentTimeout, AgentGone):
+            if time.monotonic() >= deadline:
+                raise
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
