@@ -5,6 +5,8 @@ namespace (tests/launched_linux.sh), so no zoo build is needed; passt and slirp 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -83,3 +85,33 @@ def test_proxy_stacks_answer_closed_ports(tmp_path: Path, target: str) -> None:
     verdicts = run.verdicts()
     assert verdicts["RST-CLOSED-01[ipv4]"] in ("PASS", "FAIL"), run.results["cases"]
     assert "ERROR" not in verdicts.values()
+
+
+def test_a_stack_whose_link_dies_is_launched_again_for_the_next_cases(tmp_path: Path) -> None:
+    """One crash costs one case: the link of the launched stack is cut mid-run, the case that was running
+    ends in ERROR (or lost its segment), and the stack is launched again before the next case."""
+    cases = sorted(str(p.relative_to(REPO)) for p in (REPO / "testcases/reset").glob("closed-port-*.yaml"))
+    cases += sorted(str(p.relative_to(REPO)) for p in (REPO / "testcases/handshake").glob("*.yaml"))
+    before = set(our_namespaces())
+    cut: list[str] = []
+
+    def cut_the_link() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not cut:
+            fresh = [n for n in set(our_namespaces()) - before if n.endswith("-main-stack")]
+            if fresh:
+                time.sleep(3.0)
+                subprocess.run(["ip", "-n", fresh[0], "link", "del", "lt0"], capture_output=True, check=False)
+                cut.append(fresh[0])
+            time.sleep(0.05)
+
+    threading.Thread(target=cut_the_link, daemon=True).start()
+    run = run_suite(tmp_path, f"--targets-file={targets_file(tmp_path, LINUX_ON_VETH)}", "--target=stack", *cases)
+    assert cut, "the link was never cut"
+    results = sorted(run.results["cases"], key=lambda c: c["started"])
+    errors = [i for i, c in enumerate(results) if c["verdict"] == "ERROR"]
+    assert errors, [c["verdict"] for c in results]
+    assert len(errors) <= 2, [(c["id"], c["reason"]) for c in results if c["verdict"] == "ERROR"]
+    after = results[errors[-1] + 1 :]
+    assert after and sum(c["verdict"] == "PASS" for c in after) >= len(after) // 2  # relaunched: cases pass again
+    assert set(our_namespaces()) <= before

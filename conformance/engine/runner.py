@@ -127,9 +127,9 @@ class CaseRunner:
             res.verdict, res.reason = Verdict.NOT_RUN, f"target lacks {', '.join(missing)}"
             return res
         self._initial_env()
-        self.s.link.flush()
-        self._link_drops()
         try:
+            self.s.link.flush()
+            self._link_drops()
             self._run_steps(self.case.steps)
             res.reason = "all steps matched" + (f"; behaviour: {res.behaviour}" if res.behaviour else "")
             lost = self._link_drops()

@@ -172,11 +172,19 @@ class LaunchedTarget:
 
     # ---- run time ----
     def ensure_agent(self) -> None:
-        """A dead agent means a dead stack when the stack is the agent: launch it all again."""
-        if self.config.agent is None or (self.agent is not None and self.agent.alive):
+        """Before each case: a stack whose agent, process or link died (a crash during the last case) is
+        launched again, so one crash costs one case, not the rest of the run."""
+        if self.healthy():
             return
         self.stop()
         self.start()
+
+    def healthy(self) -> bool:
+        if self.link is None or self.link.down is not None:
+            return False
+        if self.process is not None and self.process.poll() is not None:
+            return False
+        return self.config.agent is None or (self.agent is not None and self.agent.alive)
 
     # ---- stop ----
     def stop(self) -> None:

@@ -11,7 +11,7 @@ import time
 from collections import deque
 
 from .ethernet import ETH_IPV4, ETH_IPV6, Neighbours, format_mac
-from .link import DestinationGuard, Frame, Unreachable, destination, receive_spinning
+from .link import DestinationGuard, Frame, LinkDown, Unreachable, destination, receive_spinning
 
 RESOLVE_RETRY_S = 0.5
 
@@ -31,6 +31,7 @@ class EthernetLink(DestinationGuard):
         self.resolve_timeout = resolve_timeout
         self._poll = poller
         self._ready: deque[Frame] = deque()
+        self.down: str | None = None  # why the link failed, once it has (the owner may then open a new one)
 
     # ---- transport hooks ----
     def _transmit(self, frame: bytes) -> None:
@@ -54,7 +55,7 @@ class EthernetLink(DestinationGuard):
             self.resolve(packet[0] >> 4)
             frame = self.neighbours.frame(packet)
             assert frame is not None
-        self._transmit(frame)
+        self._transmit_checked(frame)
         if not self.records_own_frames:
             self._ready.append(Frame(packet, time.time(), False))
 
@@ -77,7 +78,7 @@ class EthernetLink(DestinationGuard):
         timeout = self.resolve_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._transmit(self.neighbours.solicit(version))
+            self._transmit_checked(self.neighbours.solicit(version))
             retry_at = min(deadline, time.monotonic() + RESOLVE_RETRY_S)
             while (remaining := retry_at - time.monotonic()) > 0:
                 frame = receive_spinning(self._read_one, self._poll, remaining)
@@ -91,9 +92,23 @@ class EthernetLink(DestinationGuard):
         raise Unreachable(f"no {what} from {_ip(hop)} on {self.name} within {timeout:g} s: is the target up?")
 
     # ---- internals ----
+    def _transmit_checked(self, frame: bytes) -> None:
+        try:
+            self._transmit(frame)
+        except LinkDown as exc:
+            self.down = str(exc)
+            raise
+
     def _read_one(self) -> Frame | None:
         if self._ready:
             return self._ready.popleft()
+        try:
+            return self._read_next()
+        except LinkDown as exc:
+            self.down = str(exc)
+            raise
+
+    def _read_next(self) -> Frame | None:
         while (raw := self._read_raw()) is not None:
             frame, ts, ours = raw
             if ours:
@@ -103,7 +118,7 @@ class EthernetLink(DestinationGuard):
                 continue
             packet, replies = self.neighbours.receive(frame)
             for reply in replies:
-                self._transmit(reply)
+                self._transmit_checked(reply)
             if packet is not None and self._for_tester(packet):
                 return Frame(packet, ts, True)
         return None
