@@ -3,7 +3,7 @@
 Everything runs on one asyncio loop, the same loop the stack runs on: non-blocking ops are answered inline, each
 blocking op (accept, connect, send, recv) is a task that races its socket's "closed" event and its deadline, so a
 concurrent ``close`` ends it with EBADF and nothing holds up the reader. Written for Python 3.13 and the zoo venv; it
-must not import the suite's package.
+must not import the suite's package (only the reference agent's single, stdlib-only file).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pmd_pytcp.socket import (
@@ -38,25 +39,21 @@ from pmd_pytcp.socket import (
     socket,
 )
 
+# Request checking is the reference agent's (one stdlib-only file, importable by path): the same
+# arguments get the same errors from every agent that runs in Python.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conformance"))
+from agent import OpError, arg, payload_arg, port_arg
+
 PROTOCOL = 1
 IMPLEMENTATION = "tcpconf-pytcp/0.1"
 OPS = ["hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"]
 BLOCKING_OPS = {"accept", "connect", "send", "recv"}
 FAMILIES = {"ipv4": AddressFamily.INET4, "ipv6": AddressFamily.INET6}
-PATTERN = b"0123456789abcdef"
 SHUT = {"rd": 0, "wr": 1, "rdwr": 2}
 # PyTCP FsmState names -> RFC 9293 names (docs/agent-protocol.md 5.10).
 STATE_NAMES = {"SYN_RCVD": "SYN-RECEIVED"}
 UNSYNCHRONIZED = {"LISTEN", "SYN-SENT", "CLOSED"}
 OPTION_BITS = [(1, "timestamps"), (2, "sack"), (4, "wscale"), (8, "ecn")]
-_MISSING = object()
-
-
-class OpError(Exception):
-    def __init__(self, error: str, message: str = "") -> None:
-        super().__init__(message)
-        self.error = error
-        self.message = message
 
 
 def log(message: str) -> None:
@@ -71,46 +68,11 @@ def errno_name(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno, f"E{exc.errno}")
 
 
-def arg(req: dict, name: str, kind: type | tuple[type, ...], default: Any = _MISSING) -> Any:
-    value = req.get(name)
-    if value is None:
-        if default is _MISSING:
-            raise OpError("EINVAL", f"missing argument '{name}'")
-        return default
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise OpError("EINVAL", f"argument '{name}' has the wrong type ({type(value).__name__})")
-    return value
-
-
-def port_arg(req: dict, name: str, default: Any = _MISSING) -> Any:
-    port = arg(req, name, int, default)
-    if port is not None and not 0 <= port <= 65535:
-        raise OpError("EINVAL", f"{name} {port} is out of range")
-    return port
-
-
 def timeout_arg(req: dict, default_ms: int) -> float:
     timeout_ms = arg(req, "timeout_ms", (int, float), default_ms)
     if not 0 <= timeout_ms < 1e12:
         raise OpError("EINVAL", "timeout_ms must be a finite, non-negative number")
     return timeout_ms / 1000.0
-
-
-def payload_arg(req: dict) -> bytes:
-    given = [key for key in ("data", "data_b64", "len") if req.get(key) is not None]
-    if len(given) != 1:
-        raise OpError("EINVAL", "send needs exactly one of data, data_b64 and len")
-    if given[0] == "data":
-        return arg(req, "data", str).encode("utf-8")
-    if given[0] == "data_b64":
-        try:
-            return base64.b64decode(arg(req, "data_b64", str), validate=True)
-        except ValueError as exc:
-            raise OpError("EINVAL", f"data_b64 is not base64: {exc}") from None
-    length = arg(req, "len", int)
-    if length < 0:
-        raise OpError("EINVAL", "len must not be negative")
-    return (PATTERN * (length // len(PATTERN) + 1))[:length]
 
 
 def state_of(sock: Any) -> dict:
