@@ -21,13 +21,14 @@ import pytest
 
 from .engine.explain import explain
 from .engine.result import CaseResult, Verdict
-from .engine.runner import CaseRunner
+from .engine.runner import DEFAULT_IMPAIRED_ATTEMPTS, CaseRunner, run_attempts
 from .engine.session import PortAllocator, Session
 from .grading.profiles import DEFAULT_PROFILE, PROFILES
 from .model.loader import Case, CaseFormatError, load_case
 from .report import allure_glue
 from .results import RunWriter, case_record, finalize, iso, read_cases, requirement_ids, summarize
 from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
+from .targets.impair import ImpairmentError, parse_impairment
 from .targets.local import LocalTarget
 from .targets.netns import NetnsError, check_prerequisites
 from .upper_tester import AgentError
@@ -42,6 +43,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                     help="grading profile (default: rfc9293)")  # fmt: skip
     group.addoption("--report-dir", default=None, help="directory for this run's report (default: reports/<run>)")
+    # --- impaired links and retries (docs/robustness.md) ---
+    group.addoption("--impair", default=None, metavar="NETEM",
+                    help="impair the link, netem words: 'loss 1%%', 'delay 5ms 2ms', 'duplicate 0.5%%', "
+                         "'reorder 25%% delay 5ms' (overrides the target's impair:)")  # fmt: skip
+    group.addoption("--attempts", type=int, default=None, metavar="N",
+                    help=f"run a case up to N times before a FAIL stands (default: 1; "
+                         f"{DEFAULT_IMPAIRED_ATTEMPTS} on an impaired link)")  # fmt: skip
 
 
 class RunState:
@@ -76,6 +84,8 @@ class RunState:
     def load_target(self) -> TargetConfig:
         if self.config_entry is None:
             entry = select_target(self.targets_file, self.target_name)
+            if self.config.option.impair is not None:  # validated in pytest_configure
+                entry = entry.model_copy(update={"impair": self.config.option.impair})
             self.expectations = load_expectations(self.targets_file, entry)
             self.config_entry = entry
         return self.config_entry
@@ -122,6 +132,7 @@ class TargetUnavailable(Exception):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _check_impairment_options(config)
     state = RunState(config)
     config.stash[STATE] = state
     for level in ("must", "should", "may", "info"):
@@ -134,6 +145,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         _install_signal_handlers(state)
         _clear_previous_results(state.run_dir)
+
+
+def _check_impairment_options(config: pytest.Config) -> None:
+    try:
+        parse_impairment(config.option.impair)
+    except ImpairmentError as exc:
+        raise pytest.UsageError(f"--impair: {exc}") from None
+    if config.option.attempts is not None and not 1 <= config.option.attempts <= 20:
+        raise pytest.UsageError(f"--attempts: expected 1..20, got {config.option.attempts}")
+
+
+def _attempt_policy(config: pytest.Config, entry: TargetConfig) -> tuple[int, str | None]:
+    """How often a case may run, and the impairment it runs under (None on a clean link)."""
+    impairment = parse_impairment(entry.impair)
+    attempts = config.option.attempts or (DEFAULT_IMPAIRED_ATTEMPTS if impairment.active else 1)
+    return attempts, str(impairment) if impairment.active else None
 
 
 def _clear_previous_results(run_dir: Path) -> None:
@@ -271,10 +298,14 @@ class CaseItem(pytest.Item):
         if with_allure:
             allure_glue.label_case(self.case.meta, self.family, feature=self.path.parent.name)
         ready = time.monotonic()
-        runner = CaseRunner(
-            self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None
+        attempts, impairment = _attempt_policy(self.config, entry)
+        result = run_attempts(
+            lambda: CaseRunner(
+                self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None
+            ),
+            attempts,
+            impairment,
         )
-        result = runner.run()
         self._record(state, result, ready, ready - started, with_allure)
 
     def _announcer(self, reporter: Any) -> Any:
@@ -298,13 +329,17 @@ class CaseItem(pytest.Item):
             else str(self.path)
         )
         message = explain(self.case, self.family, result, source, str(writer.run_dir / pcap))
-        rerun = shlex.join(["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid])
+        rerun_args = ["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid]
+        if result.impairment:
+            rerun_args[3:3] = [f"--impair={result.impairment}"]
+        rerun = shlex.join(rerun_args)
         known = state.deviation(self.case.id, self.family)
         timing = {"item_wall_s": time.monotonic() - ready, "target_setup_s": setup_s}
         record = case_record(
             self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
             pcap=pcap, rerun=rerun, message=message, timing=timing,
         )  # fmt: skip
+        record |= result.attempts_json()
         if known is not None:
             record["known_deviation"] = {"verdict": known.verdict, "reason": known.reason}
         writer.append(record)

@@ -34,7 +34,7 @@ from ..wire.segment import Segment, flow_key, parse_packet
 from ..wire.tun import LinkDown, UndeclaredDestination
 from .isn import isn_stats
 from .matching import describe, mismatches, segment_field, value_matches
-from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
+from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict, combine_attempts, should_retry
 from .session import Session
 
 PAYLOAD_PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz"
@@ -44,9 +44,20 @@ PROTOCOL_BOUND_OPS = frozenset({"accept", "connect", "recv"})  # upper-tester ca
 class StepFailed(AssertionError):
     """The target did not do what the step requires (FAIL)."""
 
-    def __init__(self, reason: str, expected: str = "", actual: str = "", found: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        expected: str = "",
+        actual: str = "",
+        found: list[str] | None = None,
+        *,
+        segment: Segment | None = None,
+        absence: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason, self.expected, self.actual, self.found = reason, expected, actual, found or []
+        self.segment = segment  # the target's segment that broke the step, if one did
+        self.absence = absence  # the step failed because something did not come (in time, or often enough)
 
 
 class StepError(Exception):
@@ -137,9 +148,12 @@ class CaseRunner:
         except StepFailed as exc:
             res.verdict, res.reason = Verdict.FAIL, exc.reason
             lost = self._link_drops()
+            doubt = self._impairment_doubt(exc)
             if lost:
                 res.verdict = Verdict.INCONCLUSIVE
                 res.reason = f"{exc.reason}; but the capture lost {lost} frame(s), so this is not a verdict"
+            elif doubt:
+                res.verdict, res.reason = Verdict.INCONCLUSIVE, f"{exc.reason}; but {doubt}"
         except Inconclusive as exc:
             res.verdict, res.reason = Verdict.INCONCLUSIVE, str(exc)
         except (StepError, ExprError) as exc:
@@ -165,6 +179,24 @@ class CaseRunner:
             res.blocked_s = self._blocked
             res.observations = {**self.env, **self.recorded}
         return res
+
+    def _impairment_doubt(self, exc: StepFailed) -> str | None:
+        """Why an impaired link, not the target, may explain this failure (None: it cannot).
+
+        Only what the link is declared to do counts, never what it did to a particular frame: a real
+        bad link does not say which frames it lost.
+        """
+        imp = getattr(self.s.link, "impairment", None)
+        if imp is None or not imp.active:
+            return None
+        if exc.absence and imp.lossy:
+            return f"the link loses frames ({imp}): a segment that did not come may have been lost"
+        seg = exc.segment
+        if seg is not None and imp.duplicate:
+            earlier = [e.raw for e in self.result.trace if e.inbound and e.segment is not seg]
+            if seg.raw in earlier:
+                return f"the link duplicates frames ({imp}): the segment is a copy of one already seen"
+        return None
 
     def _link_drops(self) -> int:
         drops = getattr(self.s.link, "drops", None)
@@ -526,12 +558,13 @@ class CaseRunner:
         if seg is None:
             expected = describe(spec, self.env)
             raise StepFailed(
-                f"expected {expected} within {spec.timeout * 1000:g} ms, got nothing", expected, "(nothing)"
-            )
+                f"expected {expected} within {spec.timeout * 1000:g} ms, got nothing", expected, "(nothing)",
+                absence=True,
+            )  # fmt: skip
         found = mismatches(spec, seg, self.env)
         if found:
             expected = describe(spec, self.env)
-            raise StepFailed(f"unexpected segment: {'; '.join(found)}", expected, seg.summary(), found)
+            raise StepFailed(f"unexpected segment: {'; '.join(found)}", expected, seg.summary(), found, segment=seg)
         self._accept_segment(seg, spec.bind)
         self._detail_segments[self.step_index] = seg
 
@@ -553,7 +586,7 @@ class CaseRunner:
                 self.pending.extendleft(reversed(kept))
                 raise StepFailed(
                     f"expected no {what} for {spec.for_ * 1000:g} ms, got one after "
-                    f"{(time.monotonic() - start) * 1000:.1f} ms", f"no {what}", seg.summary(),
+                    f"{(time.monotonic() - start) * 1000:.1f} ms", f"no {what}", seg.summary(), segment=seg,
                 )  # fmt: skip
             kept.append(seg)
         self.pending.extendleft(reversed(kept))
@@ -579,6 +612,7 @@ class CaseRunner:
             raise StepFailed(
                 f"{spec.reason}: expected {spec.count.describe(self.env)} x {what} in {spec.for_ * 1000:g} ms, "
                 f"got {counted}", f"{spec.count.describe(self.env)} x {what}", f"{counted} x {what}",
+                absence=True,
             )  # fmt: skip
 
     def _step_expect_one_of(self, step: Step, record: StepRecord) -> None:
@@ -600,7 +634,7 @@ class CaseRunner:
             if seg is None:
                 raise StepFailed(
                     "none of the acceptable behaviours was seen: nothing arrived",
-                    self._describe_alts(alts), "(nothing)",
+                    self._describe_alts(alts), "(nothing)", absence=True,
                 )  # fmt: skip
             for alt in alts:
                 if alt.alt.expect is None or alt.alt.expect.timeout < elapsed:
@@ -618,6 +652,7 @@ class CaseRunner:
                     self._describe_alts(alts),
                     seg.summary(),
                     found,
+                    segment=seg,
                 )
         self._grade_behaviour(chosen.alt, seg)
         record.detail = f"{chosen.alt.label}: {chosen.alt.behaviour}"
@@ -713,6 +748,7 @@ class CaseRunner:
             raise StepFailed(
                 f"upper tester {spec.op}: expected {' or '.join(wanted)}, got {got}{detail}",
                 f"{spec.op} -> {' or '.join(wanted)}", f"{spec.op} -> {got}{detail}",
+                absence=got == "ETIMEDOUT",  # the peer's segments did not come in time
             )  # fmt: skip
         record.detail = got
         if error is not None:
@@ -759,3 +795,18 @@ class CaseRunner:
                 raise StepFailed(
                     f"upper tester state: expected {' or '.join(wanted)}, got {state}", " or ".join(wanted), state
                 )
+
+
+# ---- retries ---------------------------------------------------------------------------------------
+DEFAULT_IMPAIRED_ATTEMPTS = 3
+
+
+def run_attempts(make_runner: Callable[[], CaseRunner], max_attempts: int, impairment: str | None) -> CaseResult:
+    """Run a case up to ``max_attempts`` times, each from scratch with fresh ports, and decide from all.
+
+    With ``max_attempts`` 1 this is exactly one ``CaseRunner.run()`` (the clean-link default).
+    """
+    attempts: list[CaseResult] = []
+    while should_retry(attempts, max_attempts):
+        attempts.append(make_runner().run())
+    return combine_attempts(attempts, impairment)

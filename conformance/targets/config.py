@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..model.case import Strict
 from ..model.loader import CaseFormatError, _Builder, load_yaml_with_positions
+from .impair import parse_impairment
 
 SUPPORTED_KINDS = ("local",)
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
@@ -67,6 +68,14 @@ class TargetConfig(Strict):
     expectations: str | None = Field(
         None, description="file of reviewed known deviations (relative to the targets file)"
     )
+    # --- impaired links (docs/robustness.md) ---
+    impair: str = Field("", description="netem-style link impairment, e.g. 'loss 1%' (overridden by --impair)")
+
+    @field_validator("impair")
+    @classmethod
+    def _impair(cls, value: str) -> str:
+        parse_impairment(value)  # raises ImpairmentError (a ValueError) with one line
+        return value
 
     @field_validator("kind")
     @classmethod
