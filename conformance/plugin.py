@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from .grading.profiles import DEFAULT_PROFILE, PROFILES
 from .model.loader import Case, CaseFormatError, load_case
 from .report import allure_glue
 from .results import RunWriter, case_record, finalize, iso, read_cases, requirement_ids, summarize
+from .targets import userns
 from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
 from .targets.impair import ImpairmentError, parse_impairment
 from .targets.local import LocalTarget
@@ -143,8 +145,34 @@ def pytest_configure(config: pytest.Config) -> None:
         except TargetConfigError as exc:
             raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
+        _run_without_root(config, state)
         _install_signal_handlers(state)
         _clear_previous_results(state.run_dir)
+
+
+def _run_without_root(config: pytest.Config, state: RunState) -> None:
+    """Not root and about to run cases on the local target: re-enter the run in a user namespace of its own
+    (conformance/targets/userns.py), or say in one line what the host lacks."""
+    kind = state.config_entry.kind if state.config_entry is not None else "local"
+    if os.geteuid() == 0 or userns.inside() or kind != "local" or not _runs_cases(config):
+        return
+    if list(config.invocation_params.args) != sys.argv[1:]:
+        return  # pytest.main() inside another program: never replace that program
+    reason = userns.refusal()
+    if reason:
+        raise pytest.UsageError(reason)
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        capman.suspend_global_capture(in_=True)  # hand the real stdout/stderr to the new process
+    userns.reenter(list(config.invocation_params.args))
+
+
+def _runs_cases(config: pytest.Config) -> bool:
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        if path.suffix in (".yaml", ".yml") or "testcases" in path.resolve().parts or (path / "testcases").is_dir():
+            return True
+    return False
 
 
 def _check_impairment_options(config: pytest.Config) -> None:
