@@ -28,7 +28,9 @@ def slug(impairment: str) -> str:
 
 
 def run(impairment: str, run_dir: Path, pytest_args: list[str]) -> float:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--report-dir", str(run_dir), *pytest_args]
+    # --rootdir: a bare report path among the arguments would otherwise move pytest's rootdir (and targets.yaml).
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={REPO}",
+           f"--report-dir={run_dir}", *pytest_args]  # fmt: skip
     if impairment:
         cmd.append(f"--impair={impairment}")
     started = time.monotonic()
