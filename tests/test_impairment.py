@@ -212,6 +212,40 @@ def test_a_duplicated_segment_on_a_duplicating_link_is_inconclusive() -> None:
     assert "a copy of one already seen" in result.reason
 
 
+def test_on_a_reordering_link_the_expected_segment_may_come_second() -> None:
+    text = case_text(
+        "  - send: {flags: S, seq: l_isn}\n  - expect: {flags: RA, ack: l_isn + 1}\n  - expect: {flags: A, seq: 5}\n"
+    )
+
+    def swapped(seg):  # type: ignore[no-untyped-def]
+        return [reply(seg, "A", 5, seg.seq + 1), reply(seg, "RA", 0, seg.seq + 1)]
+
+    clean = _run(text, FakeLink(swapped))
+    assert clean.verdict == Verdict.FAIL and clean.reason.startswith("unexpected segment: flags")
+    result = _run(text, DeclaredImpaired(swapped, "reorder 25% delay 5ms"))
+    assert result.verdict == Verdict.PASS, result.reason  # both matched, each by its own step
+
+
+class Timed(DeclaredImpaired):
+    def __init__(self, impairment: str) -> None:
+        super().__init__(None, impairment)
+        self.times: list[float] = []
+
+    def send(self, packet: bytes) -> None:
+        self.times.append(time.monotonic())
+        super().send(packet)
+
+
+def test_on_a_reordering_link_the_tester_paces_its_own_segments() -> None:
+    text = case_text("  - send: {flags: S, seq: l_isn}\n  - send: {flags: R, seq: l_isn + 1}\n")
+    link = Timed("delay 20ms 10ms")
+    assert _run(text, link).verdict == Verdict.PASS
+    assert link.times[1] - link.times[0] >= 0.03  # delay + jitter: the second cannot overtake the first
+    clean = Timed("loss 1%")
+    _run(text, clean)
+    assert clean.times[1] - clean.times[0] < 0.01
+
+
 # ---- the retry decision on synthetic attempts -----------------------------------------------------
 
 

@@ -117,6 +117,8 @@ class CaseRunner:
         self._blocked = 0.0  # time spent waiting on the link or the agent
         self._declared = 0.0  # silence windows and waits the case itself declares
         self._target_wait = 0.0  # time until an expected segment came: the target's reaction or timers
+        self._last_send = 0.0  # when the tester last sent (pacing on a reordering link)
+        self._sent_since_ut = False  # a segment may still be on its way when the upper tester looks
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _initial_env(self) -> None:
@@ -197,6 +199,38 @@ class CaseRunner:
             if seg.raw in earlier:
                 return f"the link duplicates frames ({imp}): the segment is a copy of one already seen"
         return None
+
+    def _reorder_window(self) -> float:
+        """How long a frame can be overtaken on this link (0 on a link declared not to reorder).
+
+        Jitter reorders frames sent close together, as netem's does; ``reorder`` lets frames skip the delay.
+        """
+        imp = getattr(self.s.link, "impairment", None)
+        if imp is None or not (imp.jitter_s or imp.reorder):
+            return 0.0
+        return imp.delay_s + imp.jitter_s
+
+    def _one_way_delay(self) -> float:
+        """The longest time a frame of the tester takes to reach the target on this link."""
+        imp = getattr(self.s.link, "impairment", None)
+        return imp.delay_s + imp.jitter_s if imp is not None else 0.0
+
+    def _find_reordered(self, wanted: Callable[[Segment], bool], first: Segment) -> Segment | None:
+        """On a reordering link, the wanted segment may arrive just after others: look one window further.
+
+        A TCP receiver handles segments by sequence number, not arrival order; the tester does the same
+        within the link's declared reordering window. Segments passed over stay queued, in order.
+        """
+        passed = [first]
+        found = None
+        deadline = time.monotonic() + self._reorder_window()
+        while (seg := self._next(deadline)) is not None:
+            if wanted(seg):
+                found = seg
+                break
+            passed.append(seg)
+        self.pending.extendleft(reversed(passed[1:] if found is None else passed))
+        return found
 
     def _link_drops(self) -> int:
         drops = getattr(self.s.link, "drops", None)
@@ -310,7 +344,10 @@ class CaseRunner:
             seg = self._next_from(port, time.monotonic() + spec.timeout)
             if seg is None or seg.flags != 0x12:
                 got = seg.summary() if seg else "nothing"
-                raise StepFailed(f"ISN sample {len(samples) + 1}: expected a SYN-ACK, got {got}", "SA", got)
+                raise StepFailed(
+                    f"ISN sample {len(samples) + 1}: expected a SYN-ACK, got {got}", "SA", got,
+                    segment=seg, absence=seg is None,
+                )  # fmt: skip
             samples.append((seg.seq, self._seg_ts.get(id(seg), time.time())))
             self._send_raw(OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port,
                                       self.env["t_port"], (isn + 1) % MOD, 0, 0x04, 0))  # fmt: skip
@@ -368,6 +405,19 @@ class CaseRunner:
     def _send_raw(self, out: OutSegment) -> None:
         packet = build_packet(out)
         self._sent_step[packet] = self.step_index
+        self._transmit(packet)
+
+    def _transmit(self, packet: bytes) -> None:
+        """Send a segment; on a reordering link, far enough after the previous one that it cannot overtake it."""
+        window = self._reorder_window()
+        if window:
+            wait = self._last_send + window - time.monotonic()
+            if wait > 0:
+                self._collect(wait)
+            self._last_send = time.monotonic()
+            self._sent_since_ut = True
+        elif self._one_way_delay():
+            self._sent_since_ut = True
         self.s.link.send(packet)
 
     def _next_from(self, port: int, deadline: float) -> Segment | None:
@@ -426,7 +476,7 @@ class CaseRunner:
         except ValueError as exc:
             raise StepError(f"line {step.line}: cannot build the segment: {exc}") from None
         self._sent_step[packet] = self.step_index
-        self.s.link.send(packet)
+        self._transmit(packet)
         self._advance_l_nxt(spec, seq, len(payload))
         self._detail_packets[self.step_index] = packet
 
@@ -562,6 +612,10 @@ class CaseRunner:
                 absence=True,
             )  # fmt: skip
         found = mismatches(spec, seg, self.env)
+        if found and self._reorder_window():
+            later = self._find_reordered(lambda s: not mismatches(spec, s, self.env), seg)
+            if later is not None:
+                seg, found = later, []
         if found:
             expected = describe(spec, self.env)
             raise StepFailed(f"unexpected segment: {'; '.join(found)}", expected, seg.summary(), found, segment=seg)
@@ -636,13 +690,13 @@ class CaseRunner:
                     "none of the acceptable behaviours was seen: nothing arrived",
                     self._describe_alts(alts), "(nothing)", absence=True,
                 )  # fmt: skip
-            for alt in alts:
-                if alt.alt.expect is None or alt.alt.expect.timeout < elapsed:
-                    continue  # an alternative only takes segments that arrive within its own timeout
-                if not mismatches(alt.alt.expect, seg, self.env):
-                    chosen = alt
-                    self._accept_segment(seg, alt.alt.expect.bind)
-                    break
+            chosen = self._matching_alternative(alts, seg, elapsed)
+            if chosen is None and self._reorder_window():
+                later = self._find_reordered(lambda s: self._matching_alternative(alts, s, elapsed) is not None, seg)
+                if later is not None:
+                    seg, chosen = later, self._matching_alternative(alts, later, elapsed)
+            if chosen is not None:
+                self._accept_segment(seg, chosen.alt.expect.bind)  # type: ignore[union-attr]
             else:
                 found = [
                     f"{a.alt.label}: {'; '.join(mismatches(a.alt.expect, seg, self.env))}" for a in alts if a.alt.expect
@@ -658,6 +712,16 @@ class CaseRunner:
         record.detail = f"{chosen.alt.label}: {chosen.alt.behaviour}"
         if chosen.then:
             self._run_steps(chosen.then)
+
+    def _matching_alternative(
+        self, alts: list[ParsedAlternative], seg: Segment, elapsed: float
+    ) -> ParsedAlternative | None:
+        for alt in alts:
+            if alt.alt.expect is None or alt.alt.expect.timeout < elapsed:
+                continue  # an alternative only takes segments that arrive within its own timeout
+            if not mismatches(alt.alt.expect, seg, self.env):
+                return alt
+        return None
 
     def _describe_alts(self, alts: list[ParsedAlternative]) -> str:
         parts = []
@@ -689,6 +753,9 @@ class CaseRunner:
             call, original = self.calls.pop(spec.as_)  # type: ignore[arg-type]
             self._finish_ut(original, call, spec, record)
             return
+        if self._sent_since_ut:  # on a delaying link, let the tester's segments reach the target first
+            self._collect(self._one_way_delay())
+            self._sent_since_ut = False
         args = self._ut_args(spec)
         call = agent.submit(spec.op, **args)
         if spec.nowait:
