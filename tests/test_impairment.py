@@ -283,6 +283,11 @@ def test_a_fail_the_same_way_in_every_attempt_stays_fail() -> None:
     assert result.failure is not None
 
 
+def test_a_fail_with_an_extra_mismatch_from_the_link_is_still_the_same_way() -> None:
+    attempts = [attempt(F, fields=("len",)), attempt(F, fields=("seq", "len")), attempt(F, fields=("len",))]
+    assert combine_attempts(attempts, "reorder 25% delay 5ms").verdict == F
+
+
 @pytest.mark.parametrize(
     "attempts",
     [

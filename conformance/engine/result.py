@@ -106,12 +106,24 @@ class CaseResult:
 
 
 def failure_signature(result: CaseResult) -> tuple[Any, ...]:
-    """What "failed the same way" compares: the step and the kind of mismatch, not the numbers in it."""
+    """Where and how an attempt failed, without the numbers: the step, its kind, and whether nothing came."""
     f = result.failure
     if f is None:
         return ("reason", re.sub(r"\d+", "N", result.reason))
-    fields = tuple(sorted(m.split(":", 1)[0] for m in f.mismatches))
-    return (f.step, f.kind, fields, f.actual == "(nothing)")
+    return (f.step, f.kind, f.actual == "(nothing)", () if f.mismatches else re.sub(r"\d+", "N", result.reason))
+
+
+def _mismatched_fields(result: CaseResult) -> set[str]:
+    return {m.split(":", 1)[0] for m in result.failure.mismatches} if result.failure else set()
+
+
+def failed_the_same_way(fails: list[CaseResult]) -> bool:
+    """Same step, same kind of failure, and at least one field wrong in every attempt (an impaired link may
+    add a mismatch of its own, e.g. a reordered segment's seq, beside the target's real one)."""
+    if len({failure_signature(a) for a in fails}) != 1:
+        return False
+    fields = [_mismatched_fields(a) for a in fails]
+    return not any(fields) or bool(set.intersection(*fields))
 
 
 def should_retry(attempts: list[CaseResult], max_attempts: int) -> bool:
@@ -151,7 +163,7 @@ def combine_attempts(attempts: list[CaseResult], impairment: str | None) -> Case
     elif passed is not None:
         chosen, verdict = passed, Verdict.PASS
         reason = f"{passed.reason} (attempt {attempts.index(passed) + 1} of {len(attempts)}; earlier: {summary})"
-    elif fails and len(fails) == len(attempts) and len({failure_signature(a) for a in fails}) == 1:
+    elif fails and len(fails) == len(attempts) and failed_the_same_way(fails):
         chosen, verdict = fails[0], Verdict.FAIL
         reason = f"{fails[0].reason} (the same in all {len(attempts)} attempts {where})"
     elif fails and len(fails) == len(attempts):

@@ -335,13 +335,20 @@ class CaseRunner:
         spec = step.spec
         samples: list[tuple[int, float]] = []
         fixed_port = self.s.ports.tester() if spec.same_port else None
-        for _ in range(spec.count):
-            port, isn = fixed_port or self.s.ports.tester(), random.randrange(MOD)
-            self.l_ports.add(port)
-            syn = OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port, self.env["t_port"],
-                             isn, 0, 0x02, 65535, 0, [OutOption("mss", 1460)])  # fmt: skip
-            self._send_raw(syn)
-            seg = self._next_from(port, time.monotonic() + spec.timeout)
+        imp = getattr(self.s.link, "impairment", None)
+        tries = 3 if imp is not None and imp.lossy else 1  # a lost sample is sampled again: a fresh handshake
+        while len(samples) < spec.count:
+            for _ in range(tries):
+                port, isn = fixed_port or self.s.ports.tester(), random.randrange(MOD)
+                self.l_ports.add(port)
+                syn = OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port, self.env["t_port"],
+                                 isn, 0, 0x02, 65535, 0, [OutOption("mss", 1460)])  # fmt: skip
+                self._send_raw(syn)
+                seg = self._next_from(port, time.monotonic() + spec.timeout)
+                if seg is not None:
+                    break
+                self._send_raw(OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port,
+                                          self.env["t_port"], (isn + 1) % MOD, 0, 0x04, 0))  # fmt: skip
             if seg is None or seg.flags != 0x12:
                 got = seg.summary() if seg else "nothing"
                 raise StepFailed(
