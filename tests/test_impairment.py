@@ -10,7 +10,7 @@ import time
 from collections import deque
 
 import pytest
-from test_engine_replay import FakeLink, case_text, reply, rst_ack
+from test_engine_replay import FakeAgent, FakeLink, case_text, reply, rst_ack
 
 from conformance.engine.result import CaseResult, Failure, Verdict, combine_attempts, should_retry
 from conformance.engine.runner import CaseRunner, run_attempts
@@ -244,6 +244,20 @@ def test_on_a_reordering_link_the_tester_paces_its_own_segments() -> None:
     clean = Timed("loss 1%")
     _run(text, clean)
     assert clean.times[1] - clean.times[0] < 0.01
+
+
+def test_on_a_delaying_link_the_upper_tester_is_asked_after_the_segment_arrived() -> None:
+    class TimedAgent(FakeAgent):
+        def submit(self, op, **args):  # type: ignore[no-untyped-def]
+            self.at = time.monotonic()
+            return super().submit(op, **args)
+
+    text = case_text("  - send: {flags: S, seq: l_isn}\n  - ut: listen\n")
+    for impairment, least, most in (("delay 30ms 10ms", 0.04, 1.0), ("loss 1%", 0.0, 0.01)):
+        link, agent = Timed(impairment), TimedAgent({"listen": {"sock": 1, "port": 5000}})
+        session = Session(link, agent, "ipv4", "198.18.0.2", "198.18.0.1", capabilities=set())  # type: ignore[arg-type]
+        assert CaseRunner(parse_case(text, "inline.yaml"), session).run().verdict == Verdict.PASS
+        assert least <= agent.at - link.times[0] < most, impairment
 
 
 # ---- the retry decision on synthetic attempts -----------------------------------------------------
