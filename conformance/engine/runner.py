@@ -761,7 +761,7 @@ class CaseRunner:
             self._finish_ut(original, call, spec, record)
             return
         if self._sent_since_ut:  # on a delaying link, let the tester's segments reach the target first
-            self._collect(self._one_way_delay())
+            self._collect(self._one_way_delay() * 1.5 + 0.002)  # with a margin for a late timer wake-up
             self._sent_since_ut = False
         args = self._ut_args(spec)
         call = agent.submit(spec.op, **args)
