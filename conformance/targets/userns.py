@@ -84,12 +84,23 @@ def inside() -> bool:
     return os.environ.get(MARK) == "1"
 
 
+def _temproot() -> str:
+    """pytest's temporary root for the re-entered run: inside, the user is named root, and /tmp/pytest-of-root
+    belongs to the real root. One directory per real user, reused by later runs."""
+    path = Path(tempfile.gettempdir()) / f"tcpconf-userns-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        if not path.is_symlink() and path.stat().st_uid == os.getuid():
+            return str(path)
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="tcpconf-userns-")
+
+
 def reenter(pytest_args: list[str]) -> None:
     """Replace this process by the same run inside a user namespace (does not return)."""
     os.environ[MARK] = "1"
-    # Inside, the user is named root, and pytest's /tmp/pytest-of-root belongs to the real root: use a
-    # temporary root of this user's own.
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.mkdtemp(prefix="tcpconf-userns-"))
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", _temproot())
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp("unshare", reentry_argv(pytest_args))
