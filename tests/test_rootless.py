@@ -23,11 +23,11 @@ from conformance.targets import userns
 from support import REPO, needs_netns
 
 NOBODY = "65534"
-# $1: 1 = bind a 0666 /dev/net/tun; $2: 1 = forbid user namespaces (in a user namespace of the test's own).
+# $1: 1 = bind a 0666 /dev/net/tun; $2: 1 = forbid user namespaces (in a user namespace of the test's own);
+# $3: an empty directory for the private mounts.
 HARNESS = r"""
 set -e
-tun_ok=$1; forbid=$2; shift 2
-d=$(mktemp -d /tmp/tcpconf-test-XXXXXX)
+tun_ok=$1; forbid=$2; d=$3; shift 3
 mount -t tmpfs tcpconf-test "$d"
 if [ "$tun_ok" = 1 ]; then
   mknod "$d/tun" c 10 200; chmod 0666 "$d/tun"; mount --bind "$d/tun" /dev/net/tun
@@ -61,8 +61,9 @@ def as_nobody(
     args: list[str], report: Path, *, tun_ok: bool = True, forbid: bool = False
 ) -> subprocess.CompletedProcess:
     python = str(REPO / ".venv" / "bin" / "python")
+    (report / "mnt").mkdir()
     cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", HARNESS, "harness",
-           "1" if tun_ok else "0", "1" if forbid else "0",
+           "1" if tun_ok else "0", "1" if forbid else "0", str(report / "mnt"),
            "env", f"HOME={report}", python, "-m", "pytest", "-q", "--report-dir", str(report / "run"),
            *args]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
