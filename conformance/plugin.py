@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,14 +22,16 @@ import pytest
 
 from .engine.explain import explain
 from .engine.result import CaseResult, Verdict
-from .engine.runner import CaseRunner
+from .engine.runner import DEFAULT_IMPAIRED_ATTEMPTS, CaseRunner, run_attempts
 from .engine.session import PortAllocator, Session
 from .grading.profiles import DEFAULT_PROFILE, PROFILES
 from .model.loader import Case, CaseFormatError, load_case
 from .report import allure_glue
 from .results import RunWriter, case_record, finalize, iso, read_cases, requirement_ids, summarize
+from .targets import userns
 from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
 from .targets.factory import Target, make_target, port_allocator
+from .targets.impair import ImpairmentError, parse_impairment
 from .targets.netns import NetnsError, check_prerequisites
 from .targets.reach import TargetStartError
 from .upper_tester import AgentError
@@ -43,6 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                     help="grading profile (default: rfc9293)")  # fmt: skip
     group.addoption("--report-dir", default=None, help="directory for this run's report (default: reports/<run>)")
+    # --- impaired links and retries (docs/robustness.md) ---
+    group.addoption("--impair", default=None, metavar="NETEM",
+                    help="impair the link, netem words: 'loss 1%%', 'delay 5ms 2ms', 'duplicate 0.5%%', "
+                         "'reorder 25%% delay 5ms' (overrides the target's impair:)")  # fmt: skip
+    group.addoption("--attempts", type=int, default=None, metavar="N",
+                    help=f"run a case up to N times before a FAIL stands (default: 1; "
+                         f"{DEFAULT_IMPAIRED_ATTEMPTS} on an impaired link)")  # fmt: skip
 
 
 class RunState:
@@ -77,6 +87,8 @@ class RunState:
     def load_target(self) -> TargetConfig:
         if self.config_entry is None:
             entry = select_target(self.targets_file, self.target_name)
+            if self.config.option.impair is not None:  # validated in pytest_configure
+                entry = entry.model_copy(update={"impair": self.config.option.impair})
             self.expectations = load_expectations(self.targets_file, entry)
             self.config_entry = entry
             self.ports = port_allocator(entry, self.worker)
@@ -124,6 +136,7 @@ class TargetUnavailable(Exception):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _check_impairment_options(config)
     state = RunState(config)
     config.stash[STATE] = state
     for level in ("must", "should", "may", "info"):
@@ -134,8 +147,50 @@ def pytest_configure(config: pytest.Config) -> None:
         except TargetConfigError as exc:
             raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
+        _run_without_root(config, state)
         _install_signal_handlers(state)
         _clear_previous_results(state.run_dir)
+
+
+def _run_without_root(config: pytest.Config, state: RunState) -> None:
+    """Not root and about to run cases on the local target: re-enter the run in a user namespace of its own
+    (conformance/targets/userns.py), or say in one line what the host lacks."""
+    kind = state.config_entry.kind if state.config_entry is not None else "local"
+    if os.geteuid() == 0 or userns.inside() or kind != "local" or not _runs_cases(config):
+        return
+    if list(config.invocation_params.args) != sys.argv[1:]:
+        return  # pytest.main() inside another program: never replace that program
+    reason = userns.refusal()
+    if reason:
+        raise pytest.UsageError(reason)
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        capman.suspend_global_capture(in_=True)  # hand the real stdout/stderr to the new process
+    userns.reenter(list(config.invocation_params.args))
+
+
+def _runs_cases(config: pytest.Config) -> bool:
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        if path.suffix in (".yaml", ".yml") or "testcases" in path.resolve().parts or (path / "testcases").is_dir():
+            return True
+    return False
+
+
+def _check_impairment_options(config: pytest.Config) -> None:
+    try:
+        parse_impairment(config.option.impair)
+    except ImpairmentError as exc:
+        raise pytest.UsageError(f"--impair: {exc}") from None
+    if config.option.attempts is not None and not 1 <= config.option.attempts <= 20:
+        raise pytest.UsageError(f"--attempts: expected 1..20, got {config.option.attempts}")
+
+
+def _attempt_policy(config: pytest.Config, entry: TargetConfig) -> tuple[int, str | None]:
+    """How often a case may run, and the impairment it runs under (None on a clean link)."""
+    impairment = parse_impairment(entry.impair)
+    attempts = config.option.attempts or (DEFAULT_IMPAIRED_ATTEMPTS if impairment.active else 1)
+    return attempts, str(impairment) if impairment.active else None
 
 
 def _clear_previous_results(run_dir: Path) -> None:
@@ -274,10 +329,14 @@ class CaseItem(pytest.Item):
         if with_allure:
             allure_glue.label_case(self.case.meta, self.family, feature=self.path.parent.name)
         ready = time.monotonic()
-        runner = CaseRunner(
-            self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None
+        attempts, impairment = _attempt_policy(self.config, entry)
+        result = run_attempts(
+            lambda: CaseRunner(
+                self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None
+            ),
+            attempts,
+            impairment,
         )
-        result = runner.run()
         self._record(state, result, ready, ready - started, with_allure)
 
     def _announcer(self, reporter: Any) -> Any:
@@ -301,13 +360,17 @@ class CaseItem(pytest.Item):
             else str(self.path)
         )
         message = explain(self.case, self.family, result, source, str(writer.run_dir / pcap))
-        rerun = shlex.join(["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid])
+        rerun_args = ["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid]
+        if result.impairment:
+            rerun_args[3:3] = [f"--impair={result.impairment}"]
+        rerun = shlex.join(rerun_args)
         known = state.deviation(self.case.id, self.family)
         timing = {"item_wall_s": time.monotonic() - ready, "target_setup_s": setup_s}
         record = case_record(
             self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
             pcap=pcap, rerun=rerun, message=message, timing=timing,
         )  # fmt: skip
+        record |= result.attempts_json()
         if known is not None:
             record["known_deviation"] = {"verdict": known.verdict, "reason": known.reason}
         writer.append(record)
@@ -319,6 +382,8 @@ class CaseItem(pytest.Item):
         if known is not None and result.verdict != Verdict.NOT_RUN:
             if str(result.verdict) == known.verdict:
                 pytest.xfail(f"known deviation ({known.verdict}): {known.reason}")
+            if result.impairment and result.verdict == Verdict.INCONCLUSIVE:  # undecided, not out of date
+                pytest.skip(f"INCONCLUSIVE (known deviation {known.verdict}): {result.reason}")
             raise CaseFailed(
                 f"{message}\n  expectations out of date: {self.case.id} is listed as a known {known.verdict} "
                 f"({known.reason}) but ended {result.verdict}; update the target's expectations file"

@@ -35,12 +35,11 @@ LINUX_ON_VETH = f"""\
 
 
 def test_a_launched_stack_runs_cases_and_is_removed(tmp_path: Path) -> None:
-    before = set(our_namespaces())
     run = run_suite(tmp_path, f"--targets-file={targets_file(tmp_path, LINUX_ON_VETH)}", "--target=stack", *CASES)
     verdicts = run.verdicts()
     assert set(verdicts.values()) == {"PASS"} and len(verdicts) == 7, (verdicts, run.stdout[-2000:])  # broadcast: IPv4
     assert run.returncode == 0
-    assert set(our_namespaces()) <= before  # the launch namespace is gone
+    assert not our_namespaces(run.pid)  # the launch namespace is gone
     assert not list(Path("/tmp").glob(f"tcpconf-{run.pid}-*"))  # and the work directory
 
 
@@ -114,4 +113,4 @@ def test_a_stack_whose_link_dies_is_launched_again_for_the_next_cases(tmp_path: 
     assert len(errors) <= 2, [(c["id"], c["reason"]) for c in results if c["verdict"] == "ERROR"]
     after = results[errors[-1] + 1 :]
     assert after and sum(c["verdict"] == "PASS" for c in after) >= len(after) // 2  # relaunched: cases pass again
-    assert set(our_namespaces()) <= before
+    assert not our_namespaces(run.pid)

@@ -34,7 +34,7 @@ from ..wire.segment import Segment, flow_key, parse_packet
 from ..wire.tun import LinkDown, UndeclaredDestination
 from .isn import isn_stats
 from .matching import describe, mismatches, segment_field, value_matches
-from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict
+from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict, combine_attempts, should_retry
 from .session import Session
 
 PAYLOAD_PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz"
@@ -44,9 +44,20 @@ PROTOCOL_BOUND_OPS = frozenset({"accept", "connect", "recv"})  # upper-tester ca
 class StepFailed(AssertionError):
     """The target did not do what the step requires (FAIL)."""
 
-    def __init__(self, reason: str, expected: str = "", actual: str = "", found: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        expected: str = "",
+        actual: str = "",
+        found: list[str] | None = None,
+        *,
+        segment: Segment | None = None,
+        absence: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason, self.expected, self.actual, self.found = reason, expected, actual, found or []
+        self.segment = segment  # the target's segment that broke the step, if one did
+        self.absence = absence  # the step failed because something did not come (in time, or often enough)
 
 
 class StepError(Exception):
@@ -107,6 +118,8 @@ class CaseRunner:
         self._blocked = 0.0  # time spent waiting on the link or the agent
         self._declared = 0.0  # silence windows and waits the case itself declares
         self._target_wait = 0.0  # time until an expected segment came: the target's reaction or timers
+        self._last_send = 0.0  # when the tester last sent (pacing on a reordering link)
+        self._sent_since_ut = False  # a segment may still be on its way when the upper tester looks
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _initial_env(self) -> None:
@@ -138,9 +151,12 @@ class CaseRunner:
         except StepFailed as exc:
             res.verdict, res.reason = Verdict.FAIL, exc.reason
             lost = self._link_drops()
+            doubt = self._impairment_doubt(exc)
             if lost:
                 res.verdict = Verdict.INCONCLUSIVE
                 res.reason = f"{exc.reason}; but the capture lost {lost} frame(s), so this is not a verdict"
+            elif doubt:
+                res.verdict, res.reason = Verdict.INCONCLUSIVE, f"{exc.reason}; but {doubt}"
         except Inconclusive as exc:
             res.verdict, res.reason = Verdict.INCONCLUSIVE, str(exc)
         except (StepError, ExprError) as exc:
@@ -166,6 +182,56 @@ class CaseRunner:
             res.blocked_s = self._blocked
             res.observations = {**self.env, **self.recorded}
         return res
+
+    def _impairment_doubt(self, exc: StepFailed) -> str | None:
+        """Why an impaired link, not the target, may explain this failure (None: it cannot).
+
+        Only what the link is declared to do counts, never what it did to a particular frame: a real
+        bad link does not say which frames it lost.
+        """
+        imp = getattr(self.s.link, "impairment", None)
+        if imp is None or not imp.active:
+            return None
+        if exc.absence and imp.lossy:
+            return f"the link loses frames ({imp}): a segment that did not come may have been lost"
+        seg = exc.segment
+        if seg is not None and imp.duplicate:
+            earlier = [e.raw for e in self.result.trace if e.inbound and e.segment is not seg]
+            if seg.raw in earlier:
+                return f"the link duplicates frames ({imp}): the segment is a copy of one already seen"
+        return None
+
+    def _reorder_window(self) -> float:
+        """How long a frame can be overtaken on this link (0 on a link declared not to reorder).
+
+        Jitter reorders frames sent close together, as netem's does; ``reorder`` lets frames skip the delay.
+        """
+        imp = getattr(self.s.link, "impairment", None)
+        if imp is None or not (imp.jitter_s or imp.reorder):
+            return 0.0
+        return imp.delay_s + imp.jitter_s
+
+    def _one_way_delay(self) -> float:
+        """The longest time a frame of the tester takes to reach the target on this link."""
+        imp = getattr(self.s.link, "impairment", None)
+        return imp.delay_s + imp.jitter_s if imp is not None else 0.0
+
+    def _find_reordered(self, wanted: Callable[[Segment], bool], first: Segment) -> Segment | None:
+        """On a reordering link, the wanted segment may arrive just after others: look one window further.
+
+        A TCP receiver handles segments by sequence number, not arrival order; the tester does the same
+        within the link's declared reordering window. Segments passed over stay queued, in order.
+        """
+        passed = [first]
+        found = None
+        deadline = time.monotonic() + self._reorder_window()
+        while (seg := self._next(deadline)) is not None:
+            if wanted(seg):
+                found = seg
+                break
+            passed.append(seg)
+        self.pending.extendleft(reversed(passed[1:] if found is None else passed))
+        return found
 
     def _link_drops(self) -> int:
         drops = getattr(self.s.link, "drops", None)
@@ -270,16 +336,31 @@ class CaseRunner:
         spec = step.spec
         samples: list[tuple[int, float]] = []
         fixed_port = self.s.ports.tester() if spec.same_port else None
-        for _ in range(spec.count):
-            port, isn = fixed_port or self.s.ports.tester(), random.randrange(MOD)
-            self.l_ports.add(port)
-            syn = OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port, self.env["t_port"],
-                             isn, 0, 0x02, 65535, 0, [OutOption("mss", 1460)])  # fmt: skip
-            self._send_raw(syn)
-            seg = self._next_from(port, time.monotonic() + spec.timeout)
+        imp = getattr(self.s.link, "impairment", None)
+        tries = 3 if imp is not None and imp.lossy else 1  # a lost sample is sampled again: a fresh handshake
+        while len(samples) < spec.count:
+            for _ in range(tries):
+                port, isn = fixed_port or self.s.ports.tester(), random.randrange(MOD)
+                self.l_ports.add(port)
+                syn = OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port, self.env["t_port"],
+                                 isn, 0, 0x02, 65535, 0, [OutOption("mss", 1460)])  # fmt: skip
+                self._send_raw(syn)
+                seg = self._sample_reply(port, isn, time.monotonic() + spec.timeout, impaired=imp is not None)
+                if tries == 1 or (seg is not None and seg.flags & 0x12 != 0x10):
+                    break
+                # Nothing came, or a challenge ACK: the connection of a sample whose RST was lost is still
+                # there. Reset it with the sequence number the ACK asks for, as any TCP would; sample again.
+                reset_seq = seg.ack if seg is not None else (isn + 1) % MOD
+                self._send_raw(OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port,
+                                          self.env["t_port"], reset_seq, 0, 0x04, 0))  # fmt: skip
             if seg is None or seg.flags != 0x12:
                 got = seg.summary() if seg else "nothing"
-                raise StepFailed(f"ISN sample {len(samples) + 1}: expected a SYN-ACK, got {got}", "SA", got)
+                # A bare ACK answers a connection the tester's (lost) RST should have ended: absence, too.
+                lost_reset = seg is not None and seg.flags & 0x12 == 0x10 and tries > 1
+                raise StepFailed(
+                    f"ISN sample {len(samples) + 1}: expected a SYN-ACK, got {got}", "SA", got,
+                    segment=seg, absence=seg is None or lost_reset,
+                )  # fmt: skip
             samples.append((seg.seq, self._seg_ts.get(id(seg), time.time())))
             self._send_raw(OutSegment(self.s.family, self.s.tester_addr, self.s.target_addr, port,
                                       self.env["t_port"], (isn + 1) % MOD, 0, 0x04, 0))  # fmt: skip
@@ -337,7 +418,28 @@ class CaseRunner:
     def _send_raw(self, out: OutSegment) -> None:
         packet = build_packet(out)
         self._sent_step[packet] = self.step_index
+        self._transmit(packet)
+
+    def _transmit(self, packet: bytes) -> None:
+        """Send a segment; on a reordering link, far enough after the previous one that it cannot overtake it."""
+        window = self._reorder_window()
+        if window:
+            wait = self._last_send + window - time.monotonic()
+            if wait > 0:
+                self._collect(wait)
+            self._last_send = time.monotonic()
+            self._sent_since_ut = True
+        elif self._one_way_delay():
+            self._sent_since_ut = True
         self.s.link.send(packet)
+
+    def _sample_reply(self, port: int, isn: int, deadline: float, *, impaired: bool) -> Segment | None:
+        """The answer to an ISN sample's SYN; on an impaired link, SYN-ACKs answering an earlier SYN (a
+        duplicate's late answer) are passed over."""
+        while True:
+            seg = self._next_from(port, deadline)
+            if seg is None or not impaired or seg.flags != 0x12 or seg.ack == (isn + 1) % MOD:
+                return seg
 
     def _next_from(self, port: int, deadline: float) -> Segment | None:
         """The next segment to tester port ``port``; segments of other ports are dropped."""
@@ -395,7 +497,7 @@ class CaseRunner:
         except ValueError as exc:
             raise StepError(f"line {step.line}: cannot build the segment: {exc}") from None
         self._sent_step[packet] = self.step_index
-        self.s.link.send(packet)
+        self._transmit(packet)
         self._advance_l_nxt(spec, seq, len(payload))
         self._detail_packets[self.step_index] = packet
 
@@ -535,12 +637,17 @@ class CaseRunner:
         if seg is None:
             expected = describe(spec, self.env)
             raise StepFailed(
-                f"expected {expected} within {spec.timeout * 1000:g} ms, got nothing", expected, "(nothing)"
-            )
+                f"expected {expected} within {spec.timeout * 1000:g} ms, got nothing", expected, "(nothing)",
+                absence=True,
+            )  # fmt: skip
         found = mismatches(spec, seg, self.env)
+        if found and self._reorder_window():
+            later = self._find_reordered(lambda s: not mismatches(spec, s, self.env), seg)
+            if later is not None:
+                seg, found = later, []
         if found:
             expected = describe(spec, self.env)
-            raise StepFailed(f"unexpected segment: {'; '.join(found)}", expected, seg.summary(), found)
+            raise StepFailed(f"unexpected segment: {'; '.join(found)}", expected, seg.summary(), found, segment=seg)
         self._accept_segment(seg, spec.bind)
         self._detail_segments[self.step_index] = seg
 
@@ -562,7 +669,7 @@ class CaseRunner:
                 self.pending.extendleft(reversed(kept))
                 raise StepFailed(
                     f"expected no {what} for {spec.for_ * 1000:g} ms, got one after "
-                    f"{(time.monotonic() - start) * 1000:.1f} ms", f"no {what}", seg.summary(),
+                    f"{(time.monotonic() - start) * 1000:.1f} ms", f"no {what}", seg.summary(), segment=seg,
                 )  # fmt: skip
             kept.append(seg)
         self.pending.extendleft(reversed(kept))
@@ -588,6 +695,7 @@ class CaseRunner:
             raise StepFailed(
                 f"{spec.reason}: expected {spec.count.describe(self.env)} x {what} in {spec.for_ * 1000:g} ms, "
                 f"got {counted}", f"{spec.count.describe(self.env)} x {what}", f"{counted} x {what}",
+                absence=True,
             )  # fmt: skip
 
     def _step_expect_one_of(self, step: Step, record: StepRecord) -> None:
@@ -609,15 +717,15 @@ class CaseRunner:
             if seg is None:
                 raise StepFailed(
                     "none of the acceptable behaviours was seen: nothing arrived",
-                    self._describe_alts(alts), "(nothing)",
+                    self._describe_alts(alts), "(nothing)", absence=True,
                 )  # fmt: skip
-            for alt in alts:
-                if alt.alt.expect is None or alt.alt.expect.timeout < elapsed:
-                    continue  # an alternative only takes segments that arrive within its own timeout
-                if not mismatches(alt.alt.expect, seg, self.env):
-                    chosen = alt
-                    self._accept_segment(seg, alt.alt.expect.bind)
-                    break
+            chosen = self._matching_alternative(alts, seg, elapsed)
+            if chosen is None and self._reorder_window():
+                later = self._find_reordered(lambda s: self._matching_alternative(alts, s, elapsed) is not None, seg)
+                if later is not None:
+                    seg, chosen = later, self._matching_alternative(alts, later, elapsed)
+            if chosen is not None:
+                self._accept_segment(seg, chosen.alt.expect.bind)  # type: ignore[union-attr]
             else:
                 found = [
                     f"{a.alt.label}: {'; '.join(mismatches(a.alt.expect, seg, self.env))}" for a in alts if a.alt.expect
@@ -627,11 +735,22 @@ class CaseRunner:
                     self._describe_alts(alts),
                     seg.summary(),
                     found,
+                    segment=seg,
                 )
         self._grade_behaviour(chosen.alt, seg)
         record.detail = f"{chosen.alt.label}: {chosen.alt.behaviour}"
         if chosen.then:
             self._run_steps(chosen.then)
+
+    def _matching_alternative(
+        self, alts: list[ParsedAlternative], seg: Segment, elapsed: float
+    ) -> ParsedAlternative | None:
+        for alt in alts:
+            if alt.alt.expect is None or alt.alt.expect.timeout < elapsed:
+                continue  # an alternative only takes segments that arrive within its own timeout
+            if not mismatches(alt.alt.expect, seg, self.env):
+                return alt
+        return None
 
     def _describe_alts(self, alts: list[ParsedAlternative]) -> str:
         parts = []
@@ -671,6 +790,9 @@ class CaseRunner:
             call, original = self.calls.pop(spec.as_)  # type: ignore[arg-type]
             self._finish_ut(original, call, spec, record)
             return
+        if self._sent_since_ut:  # on a delaying link, let the tester's segments reach the target first
+            self._collect(self._one_way_delay() * 1.5 + 0.002)  # with a margin for a late timer wake-up
+            self._sent_since_ut = False
         args = self._ut_args(spec)
         call = agent.submit(spec.op, **args)
         if spec.nowait:
@@ -767,6 +889,7 @@ class CaseRunner:
             raise StepFailed(
                 f"upper tester {spec.op}: expected {' or '.join(wanted)}, got {got}{detail}",
                 f"{spec.op} -> {' or '.join(wanted)}", f"{spec.op} -> {got}{detail}",
+                absence=got == "ETIMEDOUT",  # the peer's segments did not come in time
             )  # fmt: skip
         record.detail = got
         if error is not None:
@@ -813,3 +936,18 @@ class CaseRunner:
                 raise StepFailed(
                     f"upper tester state: expected {' or '.join(wanted)}, got {state}", " or ".join(wanted), state
                 )
+
+
+# ---- retries ---------------------------------------------------------------------------------------
+DEFAULT_IMPAIRED_ATTEMPTS = 3
+
+
+def run_attempts(make_runner: Callable[[], CaseRunner], max_attempts: int, impairment: str | None) -> CaseResult:
+    """Run a case up to ``max_attempts`` times, each from scratch with fresh ports, and decide from all.
+
+    With ``max_attempts`` 1 this is exactly one ``CaseRunner.run()`` (the clean-link default).
+    """
+    attempts: list[CaseResult] = []
+    while should_retry(attempts, max_attempts):
+        attempts.append(make_runner().run())
+    return combine_attempts(attempts, impairment)

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from ..model.case import Strict
 from ..model.loader import CaseFormatError, _Builder, load_yaml_with_positions
 from ..wire.ethernet import parse_mac
+from .impair import parse_impairment
 
 SUPPORTED_KINDS = ("local", "remote", "launched")
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
@@ -176,6 +177,14 @@ class TargetConfig(Strict):
     needs: list[str] = Field([], description="launched kind: files that must exist (built by `build`)")
     build: str | None = Field(None, description="launched kind: the command that installs the stack (for messages)")
     ready_timeout: float = Field(30.0, gt=0, le=600, description="seconds for a launched stack to become ready")
+    # --- impaired links (docs/robustness.md) ---
+    impair: str = Field("", description="netem-style link impairment, e.g. 'loss 1%' (overridden by --impair)")
+
+    @field_validator("impair")
+    @classmethod
+    def _impair(cls, value: str) -> str:
+        parse_impairment(value)  # raises ImpairmentError (a ValueError) with one line
+        return value
 
     @field_validator("kind")
     @classmethod

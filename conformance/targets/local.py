@@ -14,9 +14,11 @@ from typing import IO
 
 from ..engine.session import MULTICAST
 from ..upper_tester import AgentClient
+from ..wire.impaired import ImpairedLink
 from ..wire.tun import TunLink
 from . import netns
 from .config import TargetConfig
+from .impair import impaired
 
 TUN_NAME = "tk0"
 AGENT_PATH = Path(__file__).resolve().parent.parent / "agent.py"
@@ -28,7 +30,7 @@ class LocalTarget:
     def __init__(self, config: TargetConfig, worker: str = "main", log_dir: Path | None = None) -> None:
         self.config = config
         self.ns = netns.namespace_name(worker)
-        self.link: TunLink | None = None
+        self.link: TunLink | ImpairedLink | None = None
         self.agent: AgentClient | None = None
         self.log_path = log_dir / f"agent-{worker}.log" if log_dir else None
         self._log: IO[bytes] | None = None
@@ -43,7 +45,8 @@ class LocalTarget:
         netns.reap_leftovers()
         netns.create(self.ns)
         try:
-            self.link = netns.call_in_netns(self.ns, lambda: TunLink.open(TUN_NAME))
+            tun = netns.call_in_netns(self.ns, lambda: TunLink.open(TUN_NAME))
+            self.link = impaired(tun, self.config.impair)
             v4 = self.config.ipv4
             broadcast = ipaddress.ip_network(f"{v4.target}/{v4.prefix}", strict=False).broadcast_address
             # The target's addresses, its subnet broadcast and all-nodes multicast: all inside the namespace.

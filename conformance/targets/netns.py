@@ -33,7 +33,8 @@ def check_prerequisites() -> None:
     """Raise NetnsError with one line saying what is missing to run the local target."""
     if os.geteuid() != 0:
         raise NetnsError(
-            "the local target needs root (network namespaces, TUN): run as root, or pick a remote target with --target"
+            "the local target needs root (network namespaces, TUN): run as root, run pytest itself as a user "
+            "allowed to create user namespaces (docs/robustness.md), or pick a remote target with --target"
         )
     if shutil.which("ip") is None:
         raise NetnsError("the local target needs the 'ip' command (Debian package iproute2): run scripts/setup.sh")

@@ -23,6 +23,7 @@ from ..wire.link import Unreachable, pack_address
 from ..wire.stream import StreamLink
 from . import netns
 from .config import AgentConfig, LinkConfig, TargetConfig
+from .impair import impaired
 
 T = TypeVar("T")
 
@@ -75,7 +76,7 @@ def open_link(entry: TargetConfig, link: LinkConfig, interface: str | None, ns: 
         opened = in_namespace(ns, lambda: AfPacketLink.open(interface, neighbours))
     opened.resolve_timeout = link.resolve_timeout
     opened.allow(*link_destinations(entry))
-    return opened
+    return impaired(opened, entry.impair)
 
 
 def resolve_all(link: EthernetLink, entry: TargetConfig) -> None:
