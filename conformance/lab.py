@@ -78,10 +78,10 @@ class Lab:
         # Checksums must be complete on the wire: a veth otherwise hands the capture half-computed ones.
         netns.run(["ip", "netns", "exec", self.server, "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso",
                    "off"])  # fmt: skip
+        # The tester, and the test link's broadcast and all-nodes groups that the MUST-46 cases ask the box to refuse.
+        peers = ["198.18.0.2", "2001:2::2", "198.18.0.255", "224.0.0.1", "ff02::1"]
         agent = [sys.executable, "-u", str(AGENT_PATH), "--listen", f"{AGENT_ADDR[0]}:{AGENT_ADDR[1]}",
-                 "--token", self.token, "--allow-connect", "198.18.0.2", "--allow-connect", "2001:2::2",
-                 # the test link's broadcast and all-nodes groups, which the MUST-46 cases ask the box to refuse
-                 "--allow-connect", "198.18.0.255", "--allow-connect", "224.0.0.1", "--allow-connect", "ff02::1"]  # fmt: skip
+                 "--token", self.token, *(arg for peer in peers for arg in ("--allow-connect", peer))]  # fmt: skip
         subprocess.Popen(["ip", "netns", "exec", self.server, *agent], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         service = [sys.executable, "-m", "conformance.lab", "services"]
