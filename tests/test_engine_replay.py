@@ -26,6 +26,7 @@ from conformance.model.expr import MOD
 from conformance.model.loader import parse_case
 from conformance.model.values import parse_flags
 from conformance.wire.build import OutOption, OutSegment, build_packet, build_packet_scapy
+from conformance.wire.link import LinkDown, TargetClosedLink
 from conformance.wire.segment import Segment, flow_key, parse_options, parse_packet
 from conformance.wire.tun import Frame
 
@@ -678,3 +679,37 @@ def test_reserved_bits_and_special_destinations_are_sent_as_written() -> None:
 def test_broadcast_needs_a_prefix() -> None:
     result, _ = run(case_text("  - send: {flags: S, seq: l_isn, to_addr: broadcast}\n"))
     assert result.verdict == Verdict.ERROR and "no broadcast address" in result.reason
+
+
+# ---- the link failing under the case ---------------------------------------------------------------------
+
+
+class ClosingLink(FakeLink):
+    """A link whose far end goes away after the first packet the tester sends: ``error`` is raised on receive."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+
+    def receive(self, timeout: float) -> Frame | None:
+        if self.sent:
+            raise self.error
+        return super().receive(timeout)
+
+
+def run_on(link: FakeLink, text: str) -> CaseResult:
+    session = Session(link, None, "ipv4", TESTER, TARGET, capabilities=set())  # type: ignore[arg-type]
+    return CaseRunner(parse_case(text, "inline.yaml"), session).run()
+
+
+def test_a_target_that_closes_its_link_mid_case_fails_naming_the_step() -> None:
+    result = run_on(ClosingLink(TargetClosedLink(104, "the target closed its end of the stream link x")),
+                    CLOSED_PORT_SYN)  # fmt: skip
+    assert result.verdict == Verdict.FAIL
+    assert result.reason.startswith("the target stopped working at step 2: the target closed its end")
+    assert [e.inbound for e in result.trace] == [False]  # the SYN that preceded it is evidence
+
+
+def test_a_link_of_the_tester_going_down_is_an_error_not_a_fail() -> None:
+    result = run_on(ClosingLink(LinkDown(19, "interface lab0 is down: No such device")), CLOSED_PORT_SYN)
+    assert result.verdict == Verdict.ERROR and "interface lab0 is down" in result.reason

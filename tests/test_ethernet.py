@@ -12,7 +12,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import raw
 
 from conformance.wire.ethernet import Neighbours, format_mac, neighbour_solicitation, parse_mac, solicited_node
-from conformance.wire.link import LinkDown, UndeclaredDestination
+from conformance.wire.link import TargetClosedLink, UndeclaredDestination
 from conformance.wire.stream import StreamLink
 
 TESTER_MAC, TARGET_MAC = parse_mac("02:00:00:00:00:02"), parse_mac("02:00:00:00:00:01")
@@ -129,6 +129,6 @@ def test_stream_link_framing_over_a_socket_pair() -> None:
     with pytest.raises(UndeclaredDestination):
         link.send(bytes(reply))  # to the tester's own address: not declared
     peer.close()
-    with pytest.raises(LinkDown, match="closed by the other side"):
+    with pytest.raises(TargetClosedLink, match="the target closed its end"):
         link.receive(1.0)
     link.close()

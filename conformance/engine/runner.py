@@ -30,8 +30,8 @@ from ..model.values import format_flags
 from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
 from ..wire.build import OutOption, OutSegment, build_packet
 from ..wire.flood import SynFlood, direct_writer, run_flood, spoofed_sources
+from ..wire.link import LinkDown, TargetClosedLink, UndeclaredDestination
 from ..wire.segment import Segment, flow_key, parse_packet
-from ..wire.tun import LinkDown, UndeclaredDestination
 from .isn import isn_stats
 from .matching import describe, mismatches, segment_field, value_matches
 from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict, combine_attempts, should_retry
@@ -165,6 +165,8 @@ class CaseRunner:
             res.verdict, res.reason = Verdict.ERROR, f"upper tester did not answer: {exc}"
         except AgentGone as exc:
             res.verdict, res.reason = Verdict.ERROR, f"upper tester is gone: {exc}"
+        except TargetClosedLink as exc:
+            res.verdict, res.reason = Verdict.FAIL, self._target_gone(exc)
         except (LinkDown, UndeclaredDestination) as exc:
             res.verdict, res.reason = Verdict.ERROR, str(exc)
         except Exception as exc:  # a defect of the suite itself: report it, do not hide it as FAIL
@@ -176,12 +178,27 @@ class CaseRunner:
             self._describe_steps()
             self.current_step = None  # what the clean-up provokes belongs to no step
             self._cleanup()
-            self._collect(0.0)
+            try:
+                self._collect(0.0)
+            except TargetClosedLink as exc:
+                if res.verdict == Verdict.PASS:
+                    res.verdict, res.reason = Verdict.FAIL, self._target_gone(exc)
+            except LinkDown as exc:
+                if res.verdict == Verdict.PASS:
+                    res.verdict, res.reason = Verdict.ERROR, f"the link went down as the case ended: {exc}"
             res.duration_s = time.monotonic() - start_wall
             res.protocol_wait_s = self._declared + self._target_wait
             res.blocked_s = self._blocked
             res.observations = {**self.env, **self.recorded}
         return res
+
+    def _target_gone(self, exc: TargetClosedLink) -> str:
+        """A FAIL's text for a stack that dropped its link (crashed or reset its interface) during the case."""
+        where = f"step {self.current_step}" if self.current_step is not None else "the end of the case"
+        return (
+            f"the target stopped working at {where}: {exc.strerror} (its process ended or it reset its interface; "
+            "every connection of the stack is gone). The segments before are in the trace"
+        )
 
     def _impairment_doubt(self, exc: StepFailed) -> str | None:
         """Why an impaired link, not the target, may explain this failure (None: it cannot).

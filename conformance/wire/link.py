@@ -26,6 +26,10 @@ class LinkDown(OSError):
     """The link's device, fd or socket went away."""
 
 
+class TargetClosedLink(LinkDown):
+    """The target's side closed the link (a stack process that ended, or reset its interface, mid-case)."""
+
+
 class Unreachable(OSError):
     """The target (or its gateway) did not answer address resolution: nothing can be sent to it."""
 

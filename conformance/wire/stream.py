@@ -15,7 +15,7 @@ import time
 
 from .ethernet import Neighbours
 from .ethernet_link import EthernetLink
-from .link import LinkDown
+from .link import LinkDown, TargetClosedLink
 
 MAX_FRAME = 65535 + 14
 
@@ -62,10 +62,14 @@ class StreamLink(EthernetLink):
             chunk = self.sock.recv(1 << 16)
         except BlockingIOError:
             return None
+        except ConnectionResetError:
+            raise TargetClosedLink(
+                errno.ECONNRESET, f"the target reset its end of the stream link {self.name}"
+            ) from None
         except OSError as exc:
             raise LinkDown(exc.errno, f"stream link {self.name} is down: {exc.strerror}") from None
         if not chunk:
-            raise LinkDown(errno.ECONNRESET, f"stream link {self.name} was closed by the other side")
+            raise TargetClosedLink(errno.ECONNRESET, f"the target closed its end of the stream link {self.name}")
         self._buffer += chunk
         frame = self._take_frame()
         return (frame, time.time(), False) if frame is not None else None
