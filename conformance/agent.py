@@ -40,6 +40,8 @@ OPS = (
 )  # fmt: skip
 # Ops that may wait on the network (or on a lingering close): each runs in its own thread.
 THREADED_OPS = frozenset(["accept", "connect", "send", "recv", "close"])
+# Optional request arguments this agent honours (hello's "features"): cases that need one require ut.<feature>.
+FEATURES = ("user_timeout", "fastopen")
 
 FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 SHUTDOWN_HOW = {"rd": socket.SHUT_RD, "wr": socket.SHUT_WR, "rdwr": socket.SHUT_RDWR}
@@ -522,6 +524,7 @@ class Session:
             "python": platform.python_version(),
             "pid": os.getpid(),
             "ops": list(OPS),
+            "features": list(FEATURES),
             "allow_connect": [str(network) for network in self.config.allowed],
         }
 

@@ -18,6 +18,7 @@ from .impair import parse_impairment
 SUPPORTED_KINDS = ("local", "remote", "launched")
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
 UT_OPS_LITERAL = Literal[UT_OPS]  # type: ignore[valid-type]
+UT_FEATURES = ("user_timeout", "fastopen")  # optional agent arguments a case may need (hello's "features")
 
 
 # Features of the Linux kernel that a sysctl switches off (on by default).
@@ -234,7 +235,9 @@ class TargetConfig(Strict):
     def address(self, family: str) -> Addresses:
         return self.ipv4 if family == "ipv4" else self.ipv6
 
-    def declared_capabilities(self, agent_ops: list[str] | None = None) -> set[str]:
+    def declared_capabilities(
+        self, agent_ops: list[str] | None = None, agent_features: list[str] | None = None
+    ) -> set[str]:
         """The ICS: declared explicitly (plus what the running agent offers), or for the local kind derived
         from its sysctls. Agentless, a declared open port stands in for ``ut.listen``."""
         if self.kind != "local":
@@ -242,6 +245,7 @@ class TargetConfig(Strict):
             if agent_ops is not None:
                 withheld = set(self.agent.without) if self.agent is not None else set()
                 caps |= {"ut"} | {f"ut.{op}" for op in agent_ops if op in UT_OPS and op not in withheld}
+                caps |= {f"ut.{feature}" for feature in agent_features or [] if feature in UT_FEATURES}
             elif self.ports.open is not None:
                 caps.add("ut.listen")
             if self.ports.echo is not None:
@@ -251,7 +255,7 @@ class TargetConfig(Strict):
             return caps | ({"flood"} if self.allow_flood else set())
         if self.capabilities is not None:
             return set(self.capabilities) | {"net.broadcast"} | ({"flood"} if self.allow_flood else set())
-        caps = {f"ut.{op}" for op in UT_OPS} | {"ut", "net.broadcast"}
+        caps = {f"ut.{op}" for op in (*UT_OPS, *UT_FEATURES)} | {"ut", "net.broadcast"}  # the reference agent
         for capability, sysctl in LOCAL_TCP_FEATURES.items():
             if str(self.sysctls.get(sysctl, "1")) != "0":
                 caps.add(capability)

@@ -24,8 +24,10 @@ class RemoteTarget:
 
     @property
     def capabilities(self) -> set[str]:
-        ops = self.agent.hello.get("ops", []) if self.agent is not None else None
-        return self.config.declared_capabilities(ops)
+        if self.agent is None:
+            return self.config.declared_capabilities()
+        hello = self.agent.hello
+        return self.config.declared_capabilities(hello.get("ops", []), hello.get("features", []))
 
     def start(self) -> None:
         link = self.config.link
