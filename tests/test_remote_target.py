@@ -104,7 +104,13 @@ def test_a_link_going_down_mid_run_ends_in_errors_not_a_hang(tmp_path: Path) -> 
         cases += sorted(str(p.relative_to(REPO)) for p in (REPO / "testcases/handshake").glob("*.yaml"))
 
         def cut() -> None:
-            time.sleep(4.0)
+            """Once ten cases are recorded (the run writes them as it goes), the test interface disappears."""
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                written = sum(len(p.read_text().splitlines()) for p in (tmp_path / "report").glob("cases.*.jsonl"))
+                if written >= 10:
+                    break
+                time.sleep(0.05)
             subprocess.run(["ip", "-n", own.bench, "link", "del", TEST_IF], check=False, capture_output=True)
 
         threading.Thread(target=cut, daemon=True).start()

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import select
 import socket
+import struct
 
 from .capture import PACKET_OUTGOING, capture_drops, open_capture, promiscuous, read_timestamped
 from .ethernet import Neighbours
 from .ethernet_link import EthernetLink
 from .link import LinkDown
+
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
 
 
 class AfPacketLink(EthernetLink):
@@ -61,11 +67,33 @@ class AfPacketLink(EthernetLink):
             raise
 
     def _read_raw(self) -> tuple[bytes, float, bool] | None:
-        got = read_timestamped(self.capture)
+        try:
+            got = read_timestamped(self.capture, report_down=True)
+        except OSError as exc:
+            if exc.errno != errno.ENETDOWN:
+                raise
+            self.check_interface()  # down or gone: LinkDown; up again (a stale report from before it came up): go on
+            return None
         if got is None:
             return None
         frame, ts, pkttype = got
         return frame, ts, pkttype == PACKET_OUTGOING
+
+    def flush(self) -> int:
+        self.check_interface()  # before every case: a vanished or downed interface is an ERROR, not silence
+        return super().flush()
+
+    def check_interface(self) -> None:
+        """Raise LinkDown unless the interface exists, is up and has carrier (asked in the socket's namespace)."""
+        try:
+            ifreq = fcntl.ioctl(self.tx.fileno(), SIOCGIFFLAGS, struct.pack("16sH14x", self.name.encode(), 0))
+        except OSError as exc:
+            raise LinkDown(exc.errno or errno.ENODEV, f"interface {self.name} is gone: {exc.strerror}") from None
+        flags = struct.unpack_from("H", ifreq, 16)[0]
+        if not flags & IFF_UP:
+            raise LinkDown(errno.ENETDOWN, f"interface {self.name} is down (administratively)")
+        if not flags & IFF_RUNNING:
+            raise LinkDown(errno.ENETDOWN, f"interface {self.name} has no carrier (cable, peer or switch port down)")
 
     def drops(self) -> int:
         return capture_drops(self.capture)

@@ -32,15 +32,18 @@ def open_capture(ifname: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:
     return cap
 
 
-def read_timestamped(sock: socket.socket) -> tuple[bytes, float, int] | None:
-    """One frame as (data, kernel receive time in seconds, packet type), or None when nothing is queued."""
+def read_timestamped(sock: socket.socket, report_down: bool = False) -> tuple[bytes, float, int] | None:
+    """One frame as (data, kernel receive time in seconds, packet type), or None when nothing is queued.
+
+    A packet socket reports ENETDOWN once when its device goes down, or when it was bound before the device came
+    up (the TUN link's case: stale, ignored); ``report_down`` raises it instead.
+    """
     try:
         data, anc, _flags, addr = sock.recvmsg(65535, ANCILLARY_SPACE)
     except BlockingIOError:
         return None
     except OSError as exc:
-        # A packet socket bound before its device came up reports ENETDOWN once; it is stale.
-        if exc.errno == errno.ENETDOWN:
+        if exc.errno == errno.ENETDOWN and not report_down:
             return None
         raise
     ts = time.time()
