@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(str(exc)) from None
 
 
+def _restarter(target: Target) -> Callable[[], tuple[Any, Any]]:
+    """For the restart step: the target's stack stopped and started again, with its new link and agent."""
+
+    def restart() -> tuple[Any, Any]:
+        target.stop()
+        target.start()
+        return target.link, target.agent
+
+    return restart
+
+
 def _unrun(verdict: Verdict, reason: str) -> CaseResult:
     """The result of a case that could not start: recorded like any other, with its reason."""
     result = CaseResult(verdict, reason)
@@ -321,6 +333,7 @@ class CaseItem(pytest.Item):
             target.capabilities, state.profile, state.ports, addresses.prefix,
             entry.flood_rate_cap if entry.allow_flood else 0, entry.ports.open,
             entry.ports.echo, entry.agent is not None and entry.agent.listen_any,
+            restart=_restarter(target) if "target.restart" in target.capabilities else None,
         )  # fmt: skip
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"

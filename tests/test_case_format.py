@@ -284,7 +284,7 @@ def test_schema_command_prints_json_schema() -> None:
     actions = {key for variant in steps["items"]["anyOf"] for key in variant["required"]}
     assert actions == {
         "send", "expect", "expect_none", "expect_count", "expect_one_of", "ut", "wait", "bind", "check", "isn_sample",
-        "syn_flood",
+        "syn_flood", "restart",
     }  # fmt: skip
     assert set(schema["required"]) >= {"id", "title", "refs", "requirement", "level", "steps"}
 

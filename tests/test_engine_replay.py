@@ -713,3 +713,35 @@ def test_a_target_that_closes_its_link_mid_case_fails_naming_the_step() -> None:
 def test_a_link_of_the_tester_going_down_is_an_error_not_a_fail() -> None:
     result = run_on(ClosingLink(LinkDown(19, "interface lab0 is down: No such device")), CLOSED_PORT_SYN)
     assert result.verdict == Verdict.ERROR and "interface lab0 is down" in result.reason
+
+
+def test_a_restart_step_swaps_in_the_new_link_and_forgets_the_old_sockets() -> None:
+    old_link, new_link = FakeLink(), FakeLink(rst_ack())
+    agent = FakeAgent({"listen": {"sock": 7, "port": 4000}})
+    text = case_text(
+        "  - ut: listen\n"
+        "  - restart: {reason: the stack reboots}\n"
+        "  - send: {flags: S, seq: l_isn}\n"
+        "  - expect: {flags: RA, seq: 0, ack: l_isn + 1}\n",
+        requires="[ut.listen, target.restart]",
+    )
+    restarts: list[int] = []
+
+    def restart() -> tuple[FakeLink, FakeAgent]:
+        restarts.append(1)
+        return new_link, agent
+
+    session = Session(old_link, agent, "ipv4", TESTER, TARGET, capabilities={"ut.listen", "target.restart"},  # type: ignore[arg-type]
+                      restart=restart)  # fmt: skip
+    runner = CaseRunner(parse_case(text, "inline.yaml"), session)
+    result = runner.run()
+    assert result.verdict == Verdict.PASS, result.reason
+    assert restarts == [1] and old_link.sent == [] and len(new_link.sent) == 1  # the SYN went out on the new link
+    assert runner.handles == {}  # the listener of before the restart is not closed again (it is gone)
+    assert [c[0] for c in agent.calls] == ["listen"]
+
+
+def test_a_restart_step_without_the_capability_is_an_error() -> None:
+    text = case_text("  - restart: {reason: the stack reboots}\n")
+    result, _ = run(text)
+    assert result.verdict == Verdict.ERROR and "cannot be restarted" in result.reason

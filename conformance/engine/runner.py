@@ -324,6 +324,8 @@ class CaseRunner:
             return f"ut {spec.op}" + (f" as {spec.as_}" if spec.as_ else "") + (" (nowait)" if spec.nowait else "")
         if step.kind == "wait":
             return f"wait {spec.for_ * 1000:g} ms: {spec.reason}"
+        if step.kind == "restart":
+            return f"restart the target: {spec.reason}"
         if step.kind == "expect_count":
             return f"count {describe(spec, {})} for {spec.for_ * 1000:g} ms: {spec.count}"
         if step.kind == "syn_flood":
@@ -464,6 +466,21 @@ class CaseRunner:
             seg = self._next(deadline)
             if seg is None or seg.dport == port:
                 return seg
+
+    def _step_restart(self, step: Step, record: StepRecord) -> None:
+        """The target's stack is restarted; the case goes on with its new link and agent (old sockets are gone)."""
+        if self.s.restart is None:
+            raise StepError("this target cannot be restarted by the suite (the case should require target.restart)")
+        self._collect(0.0)
+        started = time.monotonic()
+        try:
+            self.s.link, self.s.agent = self.s.restart()
+        except Exception as exc:  # the target's own start-up errors: one line, an ERROR of this case
+            raise StepError(f"the target did not come back after the restart: {exc}") from None
+        self.handles.clear()
+        self.calls.clear()
+        self._declared += time.monotonic() - started
+        record.detail = f"restarted in {(time.monotonic() - started) * 1000:.0f} ms"
 
     def _step_wait(self, step: Step, record: StepRecord) -> None:
         if self.on_wait:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +60,8 @@ class Session:
     open_port: int | None = None  # agentless targets: a port where a service listens, standing in for `ut: listen`
     echo_port: int | None = None  # a port where the target runs an echo service (`ut: {op: listen, service: echo}`)
     listen_any: bool = False  # the agent listens on the wildcard address (the target address is a translation)
+    # Restarts the target's stack and returns its new link and agent (kinds that can: capability target.restart).
+    restart: Callable[[], tuple[Link, AgentClient | None]] | None = None
 
     def __post_init__(self) -> None:
         af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6

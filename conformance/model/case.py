@@ -298,6 +298,15 @@ class BindSpec(Strict):
         return {"values": value} if isinstance(value, dict) and "values" not in value else value
 
 
+class RestartSpec(Strict):
+    """Restart the target's TCP stack (a new namespace or a relaunched stack): what a reboot does to it.
+
+    Every connection and socket of the case is gone afterwards; the names the case bound stay.
+    """
+
+    reason: str = Field(description="why the case restarts the target")
+
+
 class CheckSpec(Strict):
     """An assertion over bound values, e.g. a measured interval: FAIL when ``value`` is not ``in``."""
 
@@ -344,6 +353,7 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
     "check": CheckSpec,
     "isn_sample": IsnSampleSpec,
     "syn_flood": SynFloodSpec,
+    "restart": RestartSpec,
 }
 
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"

@@ -251,11 +251,15 @@ class TargetConfig(Strict):
             if self.ports.echo is not None:
                 caps.add("svc.echo")
             if self.kind == "launched":
-                caps.add("net.broadcast")  # its link is the suite's own: broadcasts reach nobody else
+                caps |= {"net.broadcast", "target.restart"}  # the suite's own link; a stack it can relaunch
             return caps | ({"flood"} if self.allow_flood else set())
         if self.capabilities is not None:
-            return set(self.capabilities) | {"net.broadcast"} | ({"flood"} if self.allow_flood else set())
-        caps = {f"ut.{op}" for op in (*UT_OPS, *UT_FEATURES)} | {"ut", "net.broadcast"}  # the reference agent
+            return (
+                set(self.capabilities)
+                | {"net.broadcast", "target.restart"}
+                | ({"flood"} if self.allow_flood else set())
+            )
+        caps = {f"ut.{op}" for op in (*UT_OPS, *UT_FEATURES)} | {"ut", "net.broadcast", "target.restart"}
         for capability, sysctl in LOCAL_TCP_FEATURES.items():
             if str(self.sysctls.get(sysctl, "1")) != "0":
                 caps.add(capability)
