@@ -132,3 +132,31 @@ def test_stream_link_framing_over_a_socket_pair() -> None:
     with pytest.raises(TargetClosedLink, match="the target closed its end"):
         link.receive(1.0)
     link.close()
+
+
+def test_a_target_behind_a_router_is_reached_through_the_gateway_mac() -> None:
+    from conformance.targets.config import LinkConfig, TargetConfig
+    from conformance.targets.reach import neighbours_for
+
+    link = LinkConfig(type="afpacket", interface="eth9", gateway={"ipv4": "198.18.0.254"})
+    entry = TargetConfig(kind="remote", link=link, ipv4={"target": "198.19.5.1", "tester": "198.18.0.2", "prefix": 24},
+                         families=["ipv4"])  # fmt: skip
+    nb = neighbours_for(entry, link)
+    assert nb.next_hops == {4: socket.inet_aton("198.18.0.254")}  # the router is resolved, not the target
+    router_mac = "02:00:00:00:00:fe"
+    answer = Ether(dst="02:00:00:00:00:02", src=router_mac) / ARP(
+        op=2, hwsrc=router_mac, psrc="198.18.0.254", hwdst="02:00:00:00:00:02", pdst="198.18.0.2"
+    )
+    nb.receive(raw(answer))
+    packet = bytearray(20)
+    packet[0], packet[12:16], packet[16:20] = 0x45, T4, socket.inet_aton("198.19.5.1")
+    frame = nb.frame(bytes(packet))
+    assert frame is not None and frame[:6] == parse_mac(router_mac)
+
+
+def test_an_off_subnet_target_without_a_gateway_is_refused() -> None:
+    from conformance.targets.config import TargetConfig
+
+    off_subnet = {"target": "198.19.5.1", "tester": "198.18.0.2", "prefix": 24}
+    with pytest.raises(ValueError, match=r"needs link\.gateway"):
+        TargetConfig(kind="remote", link={"type": "afpacket", "interface": "eth9"}, ipv4=off_subnet, families=["ipv4"])
