@@ -32,7 +32,11 @@ from support import REPO, netns_available
 
 C_DIR = REPO / "agent" / "c"
 C_AGENT = C_DIR / "build" / "tcpconf-agent"
-C_STATIC = C_DIR / "build" / "tcpconf-agent-static"
+BUILDS = {
+    "posix": C_DIR / "build" / "tcpconf-agent",
+    "static": C_DIR / "build" / "tcpconf-agent-static",
+    "static-musl": C_DIR / "build" / "tcpconf-agent-musl",
+}
 PY_AGENT = REPO / "conformance" / "agent.py"
 V4, V6, V4_FORBIDDEN = "198.18.0.1", "2001:2::1", "198.18.0.2"
 ADDRS = {"ipv4": V4, "ipv6": V6}
@@ -48,9 +52,11 @@ def _build(target: str) -> Path:
     """Build the C agent with its Makefile (once per session: make skips an up-to-date binary)."""
     if shutil.which("gcc") is None or shutil.which("make") is None:
         pytest.skip("building the C agent needs gcc and make")
+    if target == "static-musl" and shutil.which("musl-gcc") is None:
+        pytest.skip("the musl build needs musl-gcc (Debian package musl-tools)")
     proc = subprocess.run(["make", "-s", "-C", str(C_DIR), target], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"make {target} failed:\n{proc.stdout}\n{proc.stderr}"
-    return C_STATIC if target == "static" else C_AGENT
+    return BUILDS[target]
 
 
 @pytest.fixture(scope="module")
@@ -414,8 +420,9 @@ def test_device_mode_over_a_pty(netns: str, c_agent: Path) -> None:
 
 
 @pytest.mark.netns
-def test_static_build_is_self_contained_and_works(netns: str) -> None:
-    binary = _build("static")
+@pytest.mark.parametrize("target", ["static", "static-musl"])
+def test_static_build_is_self_contained_and_works(netns: str, target: str) -> None:
+    binary = _build(target)
     readelf = subprocess.run(["readelf", "-l", str(binary)], capture_output=True, text=True, check=False).stdout
     assert "INTERP" not in readelf and "DYNAMIC" not in readelf, "the static build needs a dynamic loader"
     client = AgentClient.spawn(_argv("c", netns, "--stdio", *ALLOW, binary=binary))

@@ -14,7 +14,7 @@
  *                    readiness primitive in both builds.
  * Porting to another stack: change the S_* macros, plat_*() functions and wait_events() only.
  */
-#define _DEFAULT_SOURCE
+#define _GNU_SOURCE /* struct tcp_info (glibc and musl), MSG_NOSIGNAL */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -735,41 +735,40 @@ static void finish(struct pending *p, int ok) {
 
 static int would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == EINPROGRESS; }
 
+/* Answers an accept or connect with the new connection's handle and endpoints (err: it failed). */
+static void connected(struct pending *p, int fd, int err) {
+    struct slot *sl = err ? NULL : add_slot(fd);
+    if (!sl) {
+        S_CLOSE(fd);
+        if (err) fail_errno(err);
+        finish(p, 0);
+        return;
+    }
+    b_printf(&S.res, ",\"sock\":%lld", sl->handle);
+    res_names(sl);
+    finish(p, 1);
+}
+
 /* Try to complete a pending operation without blocking; answers it when it completed or failed. */
 static void progress(struct pending *p, short revents) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
     long n;
-    int fd;
+    int fd, err = 0;
+    socklen_t len = sizeof err;
     switch (p->op) {
     case OP_ACCEPT:
-        if ((fd = S_ACCEPT(p->fd, (struct sockaddr *)&ss, &len)) < 0) {
-            if (!would_block(errno) && errno != ECONNABORTED) { fail_errno(errno); finish(p, 0); }
-            return;
-        }
-        S_FCNTL(fd, F_SETFL, O_NONBLOCK);
-        struct slot *sl = add_slot(fd);
-        if (!sl) { S_CLOSE(fd); finish(p, 0); return; }
-        b_printf(&S.res, ",\"sock\":%lld", sl->handle);
-        res_names(sl);
-        finish(p, 1);
+        if ((fd = S_ACCEPT(p->fd, NULL, NULL)) >= 0 && S_FCNTL(fd, F_SETFL, O_NONBLOCK) >= 0) connected(p, fd, 0);
+        else if (fd >= 0) connected(p, fd, errno);
+        else if (!would_block(errno) && errno != ECONNABORTED) { fail_errno(errno); finish(p, 0); }
         return;
-    case OP_CONNECT: {
-        int err = 0;
-        socklen_t el = sizeof err;
+    case OP_CONNECT: /* finished when the socket turns writable (or fails); SO_ERROR tells which */
         if (!(revents & (POLLOUT | POLLERR | POLLHUP))) return;
-        if (S_GETSOCKOPT(p->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
+        if (S_GETSOCKOPT(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
         if (err == EINPROGRESS || err == EALREADY) return;
 #ifdef TCPCONF_LWIP
         if (err == ECONNRESET) err = ECONNREFUSED; /* lwIP reports a RST to its SYN as ERR_RST */
 #endif
-        struct slot *sl = err ? NULL : add_slot(p->fd);
-        if (!sl) { S_CLOSE(p->fd); if (err) fail_errno(err); finish(p, 0); return; }
-        b_printf(&S.res, ",\"sock\":%lld", sl->handle);
-        res_names(sl);
-        finish(p, 1);
+        connected(p, p->fd, err);
         return;
-    }
     case OP_SEND:
         while (p->done < p->len) {
             if ((n = S_SEND(p->fd, p->buf + p->done, p->len - p->done)) < 0) {
