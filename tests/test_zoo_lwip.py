@@ -279,7 +279,11 @@ def test_syn_to_a_closed_port_gets_rst(lwip: AgentClient, tester: Tester) -> Non
     sport = next(_ports)
     tester.send(TCP(sport=sport, dport=9, flags="S", seq=777))
     rst = tester.expect("RST", lambda t: t.dport == sport and "R" in t.flags)
-    assert (str(rst.flags), rst.ack) == ("RA", 778)
+    assert (str(rst.flags), rst.seq, rst.ack) == ("RA", 0, 778)
+    # A segment with an ACK gets a RST whose seq is that ACK (lwIP also sets ACK on it).
+    tester.send(TCP(sport=sport, dport=9, flags="A", seq=100, ack=555))
+    rst = tester.expect("RST to an ACK", lambda t: t.dport == sport and "R" in t.flags and t.seq == 555)
+    assert (str(rst.flags), rst.ack) == ("RA", 100)
 
 
 def test_connect_outside_the_allow_list_is_eperm(lwip: AgentClient) -> None:
