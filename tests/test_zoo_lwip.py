@@ -196,8 +196,10 @@ def test_hello_names_lwip_and_its_compile_time_options(lwip: AgentClient) -> Non
 def test_passive_open_data_both_ways_and_fin_teardown(lwip: AgentClient, tester: Tester) -> None:
     listen = lwip.call("listen", family=tester.family, addr=tester.target, port=0)
     listener, port = listen["sock"], listen["port"]
-    assert _state(lwip, listener) == "LISTEN"
     accepting = lwip.submit("accept", sock=listener, timeout_ms=5000)
+    started = time.monotonic()
+    assert _state(lwip, listener) == "LISTEN"  # answered while the accept waits (protocol section 6)
+    assert time.monotonic() - started < 1.0 and not accepting.done()
     sport = next(_ports)
 
     def from_target(flags: str) -> Callable[[TCP], bool]:
@@ -289,6 +291,11 @@ def test_syn_to_a_closed_port_gets_rst(lwip: AgentClient, tester: Tester) -> Non
 def test_connect_outside_the_allow_list_is_eperm(lwip: AgentClient) -> None:
     call = lambda: lwip.call("connect", family="ipv4", addr="198.18.0.3", port=80)  # noqa: E731
     assert _error_of(call) == "EPERM"
+
+
+def test_bye_ends_the_program(lwip: AgentClient) -> None:
+    assert lwip.call("bye") == {}
+    assert lwip.process is not None and lwip.process.wait(timeout=5) == 0
 
 
 def test_a_bad_token_gets_eacces_for_every_request(lwip_ns: str) -> None:

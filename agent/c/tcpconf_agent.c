@@ -1150,7 +1150,7 @@ static int serve_device(const char *path, int once) { /* e.g. a virtio-serial po
         serve(fd, fd);
         close(fd);
         if (once) return 0;
-        usleep(100000); /* the host side went away: reopen and wait for the next session */
+        nanosleep(&(struct timespec){0, 100000000}, NULL); /* the host side went away: wait, reopen */
     }
 }
 
