@@ -267,6 +267,14 @@ def test_abort_sends_rst(lwip: AgentClient, tester: Tester) -> None:
     assert _error_of(lambda: lwip.call("state", sock=connected["sock"])) == "EBADF"
 
 
+def test_send_that_does_not_fit_times_out_and_reports_what_was_sent(lwip: AgentClient, tester: Tester) -> None:
+    _, _, connected = _active_open(lwip, tester)  # the tester never acknowledges data
+    with pytest.raises(AgentError) as info:
+        lwip.call("send", sock=connected["sock"], len=200_000, timeout_ms=500)
+    assert info.value.error == "ETIMEDOUT"
+    assert 0 < info.value.details["sent"] <= 65535  # lwIP's TCP_SND_BUF in this build
+
+
 def test_connect_answered_by_rst_is_refused(lwip: AgentClient, tester: Tester) -> None:
     dport = next(_ports)
     connecting = lwip.submit("connect", family=tester.family, addr=tester.addr, port=dport, timeout_ms=5000)
