@@ -229,7 +229,8 @@ static int hex4(const char *p, unsigned *v) {
     *v = 0;
     for (int k = 0; k < 4; k++) {
         char c = p[k];
-        int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
         if (x < 0) return -1;
         *v = *v << 4 | (unsigned)x;
     }
@@ -239,7 +240,8 @@ static int hex4(const char *p, unsigned *v) {
 static char *put_utf8(char *o, unsigned cp) {
     if (cp < 0x80) { *o++ = (char)cp; }
     else if (cp < 0x800) { *o++ = (char)(0xC0 | cp >> 6); *o++ = (char)(0x80 | (cp & 63)); }
-    else if (cp < 0x10000) { *o++ = (char)(0xE0 | cp >> 12); *o++ = (char)(0x80 | (cp >> 6 & 63)); *o++ = (char)(0x80 | (cp & 63)); }
+    else if (cp < 0x10000) { *o++ = (char)(0xE0 | cp >> 12); *o++ = (char)(0x80 | (cp >> 6 & 63));
+                             *o++ = (char)(0x80 | (cp & 63)); }
     else { *o++ = (char)(0xF0 | cp >> 18); *o++ = (char)(0x80 | (cp >> 12 & 63));
            *o++ = (char)(0x80 | (cp >> 6 & 63)); *o++ = (char)(0x80 | (cp & 63)); }
     return o;
@@ -585,9 +587,11 @@ static struct tcp_pcb *plat_pcb(int fd, int *found) {
 /* Whether pcb carries the connection of slot sl (same ports and remote address). */
 static int pcb_matches(const struct tcp_pcb *pcb, const struct slot *sl) {
     const struct sockaddr_in *r4 = (const void *)&sl->peer;
-    if (!sl->peer.sin6_port || pcb->local_port != ntohs(sl->local.sin6_port) || pcb->remote_port != ntohs(sl->peer.sin6_port))
+    if (!sl->peer.sin6_port || pcb->local_port != ntohs(sl->local.sin6_port) ||
+        pcb->remote_port != ntohs(sl->peer.sin6_port))
         return 0;
-    if (sl->peer.sin6_family == AF_INET) return IP_IS_V4_VAL(pcb->remote_ip) && ip_2_ip4(&pcb->remote_ip)->addr == r4->sin_addr.s_addr;
+    if (sl->peer.sin6_family == AF_INET)
+        return IP_IS_V4_VAL(pcb->remote_ip) && ip_2_ip4(&pcb->remote_ip)->addr == r4->sin_addr.s_addr;
     return IP_IS_V6_VAL(pcb->remote_ip) && !memcmp(ip_2_ip6(&pcb->remote_ip)->addr, &sl->peer.sin6_addr, 16);
 }
 
@@ -906,7 +910,8 @@ static int op_send(long long id, const struct request *rq) {
     double deadline;
     struct pending *p;
     if (handle_arg(rq, &sl)) return -1;
-    if ((d != NULL) + (b != NULL) + (l != NULL) != 1) return fail("EINVAL", "send needs exactly one of data, data_b64 and len");
+    if ((d != NULL) + (b != NULL) + (l != NULL) != 1)
+        return fail("EINVAL", "send needs exactly one of data, data_b64 and len");
     if ((d && d->type != J_STR) || (b && b->type != J_STR) || (l && l->type != J_INT))
         return fail("EINVAL", "send data has the wrong type");
     if (l && (l->i < 0 || l->i > (1LL << 30))) return fail("EINVAL", "len must be between 0 and 2^30");
@@ -1131,7 +1136,10 @@ static int serve_listen(const char *where, int once) {
     if (make_addr(af, h, atoi(colon + 1), &ss, &len)) { logmsg("--listen: %s", E.msg); return 2; }
     int srv = socket(af, SOCK_STREAM, 0);
     if (srv < 0 || setsockopt(srv, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
-        bind(srv, (struct sockaddr *)&ss, len) || listen(srv, 4)) { logmsg("--listen %s: %s", where, strerror(errno)); return 1; }
+        bind(srv, (struct sockaddr *)&ss, len) || listen(srv, 4)) {
+        logmsg("--listen %s: %s", where, strerror(errno));
+        return 1;
+    }
     logmsg("listening on %s%s", where, cfg.token ? "" : " (no --token: anyone who reaches it may use the agent)");
     for (;;) {
         int conn = accept(srv, NULL, NULL);
