@@ -35,7 +35,8 @@ from support import REPO, netns_available
 PY_AGENT = REPO / "conformance" / "agent.py"
 C_DIR = REPO / "agent" / "c"
 C_AGENT = C_DIR / "build" / "tcpconf-agent"
-C_STATIC = C_DIR / "build" / "tcpconf-agent-static"
+C_BUILDS = {"posix": C_AGENT, "static": C_DIR / "build" / "tcpconf-agent-static",
+            "static-musl": C_DIR / "build" / "tcpconf-agent-musl"}  # fmt: skip
 KINDS = ("python", "c")
 V4, V6 = "198.18.0.1", "2001:2::1"
 V4_FORBIDDEN = "198.18.0.2"  # configured in the namespace, but not in the agent's --allow-connect list
@@ -59,14 +60,17 @@ def _make(target: str) -> tuple[Path | None, str]:
     """Build the C agent with its Makefile once per session: (binary, "") or (None, why it cannot be built)."""
     if shutil.which("gcc") is None or shutil.which("make") is None:
         return None, "building the C agent needs gcc and make"
+    if target == "static-musl" and shutil.which("musl-gcc") is None:
+        return None, "the musl build needs musl-gcc (Debian package musl-tools)"
     proc = subprocess.run(["make", "-s", "-C", str(C_DIR), target], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         return None, f"make {target} failed:\n{proc.stdout}\n{proc.stderr}"
-    return (C_STATIC if target == "static" else C_AGENT), ""
+    return C_BUILDS[target], ""
 
 
 def build_c_agent(target: str = "posix") -> Path:
-    """The C agent's binary (``posix`` or ``static``); skips without gcc/make, fails when the build does."""
+    """The C agent's binary (``posix``, ``static`` or ``static-musl``); skips without the compiler, fails when the
+    build does."""
     binary, why = _make(target)
     if binary is None:
         if why.startswith("make "):

@@ -50,8 +50,9 @@ def test_device_mode_over_a_pty(netns: str) -> None:
 
 
 @pytest.mark.netns
-def test_static_build_is_self_contained_and_works(netns: str) -> None:
-    binary = build_c_agent("static")
+@pytest.mark.parametrize("target", ["static", "static-musl"])
+def test_static_build_is_self_contained_and_works(netns: str, target: str) -> None:
+    binary = build_c_agent(target)
     readelf = subprocess.run(["readelf", "-l", str(binary)], capture_output=True, text=True, check=False).stdout
     assert "INTERP" not in readelf and "DYNAMIC" not in readelf, "the static build needs a dynamic loader"
     client = AgentClient.spawn(agent_argv("c", netns, "--stdio", *ALLOW, binary=binary))

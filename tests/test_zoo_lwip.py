@@ -22,7 +22,7 @@ from scapy.layers.inet import TCP
 from scapy.packet import Raw
 from zoo_support import CORE_OPS, FAMILIES, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
-from conformance.upper_tester import AgentClient
+from conformance.upper_tester import AgentClient, AgentError
 from support import REPO, netns_available
 
 PROG = REPO / "zoo" / "lwip" / "build" / "tcpconf-lwip"
@@ -122,8 +122,10 @@ def test_hello_names_lwip_and_its_compile_time_options(lwip: AgentClient) -> Non
 def test_passive_open_data_both_ways_and_fin_teardown(lwip: AgentClient, tester: SegmentTester, family: str) -> None:
     listen = lwip.call("listen", family=family, addr=TARGET[family], port=0)
     listener, port = listen["sock"], listen["port"]
-    assert _state(lwip, listener) == "LISTEN"
     accepting = lwip.submit("accept", sock=listener, timeout_ms=5000)
+    started = time.monotonic()
+    assert _state(lwip, listener) == "LISTEN"  # answered while the accept waits (protocol section 6)
+    assert time.monotonic() - started < 1.0 and not accepting.done()
     sport = next(_ports)
 
     def from_target(flags: str) -> Callable[[TCP], bool]:
@@ -203,12 +205,31 @@ def test_syn_to_a_closed_port_gets_rst(lwip: AgentClient, tester: SegmentTester,
     sport = next(_ports)
     tester.send(family, TCP(sport=sport, dport=9, flags="S", seq=777))
     rst = tester.expect_tcp(lambda t: t.dport == sport and "R" in t.flags, family, what="RST")
-    assert (str(rst.flags), rst.ack) == ("RA", 778)
+    assert (str(rst.flags), rst.seq, rst.ack) == ("RA", 0, 778)
+    # A segment with an ACK gets a RST whose seq is that ACK (lwIP also sets ACK on it).
+    tester.send(family, TCP(sport=sport, dport=9, flags="A", seq=100, ack=555))
+    rst = tester.expect_tcp(lambda t: t.dport == sport and "R" in t.flags and t.seq == 555, family, what="RST to ACK")
+    assert (str(rst.flags), rst.ack) == ("RA", 100)
+
+
+def test_send_that_does_not_fit_times_out_and_reports_what_was_sent(
+    lwip: AgentClient, tester: SegmentTester, family: str
+) -> None:
+    _, _, connected = _active_open(lwip, tester, family)  # the tester never acknowledges data
+    with pytest.raises(AgentError) as info:
+        lwip.call("send", sock=connected["sock"], len=200_000, timeout_ms=500)
+    assert info.value.error == "ETIMEDOUT"
+    assert 0 < info.value.details["sent"] <= 65535  # lwIP's TCP_SND_BUF in this build
 
 
 def test_connect_outside_the_allow_list_is_eperm(lwip: AgentClient) -> None:
     call = lambda: lwip.call("connect", family="ipv4", addr="198.18.0.3", port=80)  # noqa: E731
     assert error_of(call) == "EPERM"
+
+
+def test_bye_ends_the_program(lwip: AgentClient) -> None:
+    assert lwip.call("bye") == {}
+    assert lwip.process is not None and lwip.process.wait(timeout=5) == 0
 
 
 def test_a_bad_token_gets_eacces_for_every_request(lwip_ns: str) -> None:

@@ -14,7 +14,7 @@
  *                    readiness primitive in both builds.
  * Porting to another stack: change the S_* macros, plat_*() functions and wait_events() only.
  */
-#define _DEFAULT_SOURCE
+#define _GNU_SOURCE /* struct tcp_info (glibc and musl), MSG_NOSIGNAL */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -229,7 +229,8 @@ static int hex4(const char *p, unsigned *v) {
     *v = 0;
     for (int k = 0; k < 4; k++) {
         char c = p[k];
-        int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
         if (x < 0) return -1;
         *v = *v << 4 | (unsigned)x;
     }
@@ -239,7 +240,8 @@ static int hex4(const char *p, unsigned *v) {
 static char *put_utf8(char *o, unsigned cp) {
     if (cp < 0x80) { *o++ = (char)cp; }
     else if (cp < 0x800) { *o++ = (char)(0xC0 | cp >> 6); *o++ = (char)(0x80 | (cp & 63)); }
-    else if (cp < 0x10000) { *o++ = (char)(0xE0 | cp >> 12); *o++ = (char)(0x80 | (cp >> 6 & 63)); *o++ = (char)(0x80 | (cp & 63)); }
+    else if (cp < 0x10000) { *o++ = (char)(0xE0 | cp >> 12); *o++ = (char)(0x80 | (cp >> 6 & 63));
+                             *o++ = (char)(0x80 | (cp & 63)); }
     else { *o++ = (char)(0xF0 | cp >> 18); *o++ = (char)(0x80 | (cp >> 12 & 63));
            *o++ = (char)(0x80 | (cp >> 6 & 63)); *o++ = (char)(0x80 | (cp & 63)); }
     return o;
@@ -585,9 +587,11 @@ static struct tcp_pcb *plat_pcb(int fd, int *found) {
 /* Whether pcb carries the connection of slot sl (same ports and remote address). */
 static int pcb_matches(const struct tcp_pcb *pcb, const struct slot *sl) {
     const struct sockaddr_in *r4 = (const void *)&sl->peer;
-    if (!sl->peer.sin6_port || pcb->local_port != ntohs(sl->local.sin6_port) || pcb->remote_port != ntohs(sl->peer.sin6_port))
+    if (!sl->peer.sin6_port || pcb->local_port != ntohs(sl->local.sin6_port) ||
+        pcb->remote_port != ntohs(sl->peer.sin6_port))
         return 0;
-    if (sl->peer.sin6_family == AF_INET) return IP_IS_V4_VAL(pcb->remote_ip) && ip_2_ip4(&pcb->remote_ip)->addr == r4->sin_addr.s_addr;
+    if (sl->peer.sin6_family == AF_INET)
+        return IP_IS_V4_VAL(pcb->remote_ip) && ip_2_ip4(&pcb->remote_ip)->addr == r4->sin_addr.s_addr;
     return IP_IS_V6_VAL(pcb->remote_ip) && !memcmp(ip_2_ip6(&pcb->remote_ip)->addr, &sl->peer.sin6_addr, 16);
 }
 
@@ -735,41 +739,40 @@ static void finish(struct pending *p, int ok) {
 
 static int would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == EINPROGRESS; }
 
+/* Answers an accept or connect with the new connection's handle and endpoints (err: it failed). */
+static void connected(struct pending *p, int fd, int err) {
+    struct slot *sl = err ? NULL : add_slot(fd);
+    if (!sl) {
+        S_CLOSE(fd);
+        if (err) fail_errno(err);
+        finish(p, 0);
+        return;
+    }
+    b_printf(&S.res, ",\"sock\":%lld", sl->handle);
+    res_names(sl);
+    finish(p, 1);
+}
+
 /* Try to complete a pending operation without blocking; answers it when it completed or failed. */
 static void progress(struct pending *p, short revents) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
     long n;
-    int fd;
+    int fd, err = 0;
+    socklen_t len = sizeof err;
     switch (p->op) {
     case OP_ACCEPT:
-        if ((fd = S_ACCEPT(p->fd, (struct sockaddr *)&ss, &len)) < 0) {
-            if (!would_block(errno) && errno != ECONNABORTED) { fail_errno(errno); finish(p, 0); }
-            return;
-        }
-        S_FCNTL(fd, F_SETFL, O_NONBLOCK);
-        struct slot *sl = add_slot(fd);
-        if (!sl) { S_CLOSE(fd); finish(p, 0); return; }
-        b_printf(&S.res, ",\"sock\":%lld", sl->handle);
-        res_names(sl);
-        finish(p, 1);
+        if ((fd = S_ACCEPT(p->fd, NULL, NULL)) >= 0 && S_FCNTL(fd, F_SETFL, O_NONBLOCK) >= 0) connected(p, fd, 0);
+        else if (fd >= 0) connected(p, fd, errno);
+        else if (!would_block(errno) && errno != ECONNABORTED) { fail_errno(errno); finish(p, 0); }
         return;
-    case OP_CONNECT: {
-        int err = 0;
-        socklen_t el = sizeof err;
+    case OP_CONNECT: /* finished when the socket turns writable (or fails); SO_ERROR tells which */
         if (!(revents & (POLLOUT | POLLERR | POLLHUP))) return;
-        if (S_GETSOCKOPT(p->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
+        if (S_GETSOCKOPT(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
         if (err == EINPROGRESS || err == EALREADY) return;
 #ifdef TCPCONF_LWIP
         if (err == ECONNRESET) err = ECONNREFUSED; /* lwIP reports a RST to its SYN as ERR_RST */
 #endif
-        struct slot *sl = err ? NULL : add_slot(p->fd);
-        if (!sl) { S_CLOSE(p->fd); if (err) fail_errno(err); finish(p, 0); return; }
-        b_printf(&S.res, ",\"sock\":%lld", sl->handle);
-        res_names(sl);
-        finish(p, 1);
+        connected(p, p->fd, err);
         return;
-    }
     case OP_SEND:
         while (p->done < p->len) {
             if ((n = S_SEND(p->fd, p->buf + p->done, p->len - p->done)) < 0) {
@@ -907,7 +910,8 @@ static int op_send(long long id, const struct request *rq) {
     double deadline;
     struct pending *p;
     if (handle_arg(rq, &sl)) return -1;
-    if ((d != NULL) + (b != NULL) + (l != NULL) != 1) return fail("EINVAL", "send needs exactly one of data, data_b64 and len");
+    if ((d != NULL) + (b != NULL) + (l != NULL) != 1)
+        return fail("EINVAL", "send needs exactly one of data, data_b64 and len");
     if ((d && d->type != J_STR) || (b && b->type != J_STR) || (l && l->type != J_INT))
         return fail("EINVAL", "send data has the wrong type");
     if (l && (l->i < 0 || l->i > (1LL << 30))) return fail("EINVAL", "len must be between 0 and 2^30");
@@ -1132,7 +1136,10 @@ static int serve_listen(const char *where, int once) {
     if (make_addr(af, h, atoi(colon + 1), &ss, &len)) { logmsg("--listen: %s", E.msg); return 2; }
     int srv = socket(af, SOCK_STREAM, 0);
     if (srv < 0 || setsockopt(srv, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
-        bind(srv, (struct sockaddr *)&ss, len) || listen(srv, 4)) { logmsg("--listen %s: %s", where, strerror(errno)); return 1; }
+        bind(srv, (struct sockaddr *)&ss, len) || listen(srv, 4)) {
+        logmsg("--listen %s: %s", where, strerror(errno));
+        return 1;
+    }
     logmsg("listening on %s%s", where, cfg.token ? "" : " (no --token: anyone who reaches it may use the agent)");
     for (;;) {
         int conn = accept(srv, NULL, NULL);
@@ -1151,7 +1158,7 @@ static int serve_device(const char *path, int once) { /* e.g. a virtio-serial po
         serve(fd, fd);
         close(fd);
         if (once) return 0;
-        usleep(100000); /* the host side went away: reopen and wait for the next session */
+        nanosleep(&(struct timespec){0, 100000000}, NULL); /* the host side went away: wait, reopen */
     }
 }
 
