@@ -28,7 +28,7 @@ def main() -> int:
     for i in range(args.runs):
         run_dir = args.out / f"run{i}"
         started = time.monotonic()
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--report-dir", str(run_dir),
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--report-dir={run_dir}",
                *args.pytest_args]  # fmt: skip
         subprocess.run(cmd, cwd=REPO, capture_output=True, check=False)
         cases = json.loads((run_dir / "results.json").read_text())["cases"]

@@ -63,7 +63,7 @@ class RunState:
         self.config = config
         opt = config.option
         self.target_name: str = opt.target or "local"
-        self.targets_file = Path(opt.targets_file) if opt.targets_file else config.rootpath / "targets.yaml"
+        self.targets_file = Path(opt.targets_file) if opt.targets_file else default_targets_file(config)
         self.explicit = opt.target is not None or opt.targets_file is not None
         self.profile: str = opt.profile
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -130,6 +130,19 @@ class RunState:
 
     def command(self) -> str:
         return shlex.join(["pytest", *self.config.invocation_params.args])
+
+
+def default_targets_file(config: pytest.Config) -> Path:
+    """targets.yaml of the directory pytest runs in, else of the ini file's or the root directory.
+
+    Not the root directory alone: pytest picks it before parsing options, so an absolute path given as
+    ``--report-dir PATH`` (with a space) can become the root directory and hide the project's targets.yaml.
+    """
+    bases = [Path(config.invocation_params.dir), config.inipath.parent if config.inipath else None, config.rootpath]
+    for base in bases:
+        if base is not None and (base / "targets.yaml").exists():
+            return base / "targets.yaml"
+    return config.rootpath / "targets.yaml"
 
 
 class TargetUnavailable(Exception):

@@ -212,3 +212,11 @@ def test_distribution_over_execnet_gateways(tmp_path: Path) -> None:
     assert set(run.verdicts().values()) == {"PASS"} and len(run.verdicts()) == 12
     assert sorted(p.name for p in run.report_dir.glob("cases.*.jsonl")) == ["cases.gw0.jsonl", "cases.gw1.jsonl"]
     assert orphaned_namespaces() == []
+
+
+def test_workers_find_targets_yaml_whatever_the_report_dir(tmp_path: Path) -> None:
+    """``--report-dir PATH`` written with a space and no test path made xdist workers take PATH as their root
+    directory, so every case ended ERROR with 'PATH/targets.yaml: targets file not found' (seen in
+    bench/stability.py). The targets file is looked up where pytest runs first."""
+    run = run_suite(tmp_path, "-n", "2", "-k", "RST-CLOSED-01")  # run_suite passes --report-dir PATH
+    assert run.verdicts() == {"RST-CLOSED-01[ipv4]": "PASS", "RST-CLOSED-01[ipv6]": "PASS"}, run.stdout[-2000:]
