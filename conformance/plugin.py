@@ -124,7 +124,8 @@ class RunState:
         target = {"name": self.target_name}
         if entry is not None:
             target |= {"kind": entry.kind, "description": entry.description, "sysctls": entry.sysctls,
-                       "nft": entry.nft, "capabilities": sorted(entry.declared_capabilities())}  # fmt: skip
+                       "nft": entry.nft, "capabilities": sorted(entry.declared_capabilities()),
+                       "timers": entry.timers.declared()}  # fmt: skip
         return {"run_id": self.run_dir.name, "started": iso(self.started), "command": self.command(),
                 "target": target, "profile": self.profile}  # fmt: skip
 
@@ -347,6 +348,7 @@ class CaseItem(pytest.Item):
             entry.flood_rate_cap if entry.allow_flood else 0, entry.ports.open,
             entry.ports.echo, entry.agent is not None and entry.agent.listen_any,
             restart=_restarter(target) if "target.restart" in target.capabilities else None,
+            timers=entry.timers.bindings(),
         )  # fmt: skip
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"

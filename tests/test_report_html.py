@@ -199,6 +199,7 @@ def results() -> dict:
             "sysctls": {"net.ipv4.tcp_syncookies": "0", "net.ipv4.tcp_timestamps": "1"},
             "nft": "table inet t { chain c { type filter hook output priority 0; } }",
             "capabilities": ["ipv6", "timestamps"],
+            "timers": {"time_wait": 60.0, "syn_retransmissions": 10},
         },
         "profile": "rfc9293",
         "environment": {"python": "3.11.7", "platform": "Linux-6.18-x86_64", "hostname": "builder-7"},
@@ -253,6 +254,9 @@ def test_header_identifies_run_target_and_environment(results: dict) -> None:
         "rfc9293",
         "builder-7",
         "Linux-6.18-x86_64",
+        "time_wait",
+        "60 s",
+        "syn_retransmissions",
     ):
         assert needle in text, needle
 

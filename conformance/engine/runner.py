@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model.case import Alternative, ExpectNoneSpec, ExpectSpec, SendSpec, UtSpec
-from ..model.expr import MOD, ExprError, seq_diff
+from ..model.expr import MOD, Expr, ExprError, seq_diff
 from ..model.loader import Case, ParsedAlternative, Step
 from ..model.values import format_flags
 from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
@@ -127,6 +127,7 @@ class CaseRunner:
         l_isn = rng.randrange(1 << 32)
         l_port, t_port = self.s.ports.tester(), self.s.ports.target_unused()
         self.env.update(l_isn=l_isn, l_nxt=l_isn, l_port=l_port, t_port=t_port, l_tsval=rng.randrange(1, 1 << 31))
+        self.env.update(self.s.timers)  # timer_NAME_us ...: the target's declared timers (targets.yaml timers)
         self.l_ports.add(l_port)
         self.t_ports.add(t_port)
 
@@ -138,6 +139,8 @@ class CaseRunner:
         missing = sorted(set(self.case.meta.requires) - self.s.capabilities)
         if missing:
             res.verdict, res.reason = Verdict.NOT_RUN, f"target lacks {', '.join(missing)}"
+            if any(name.startswith("timers.") for name in missing):
+                res.reason += " (a timer the target entry does not declare under `timers:` in targets.yaml)"
             return res
         self._initial_env()
         try:
@@ -323,6 +326,8 @@ class CaseRunner:
         if step.kind == "ut":
             return f"ut {spec.op}" + (f" as {spec.as_}" if spec.as_ else "") + (" (nowait)" if spec.nowait else "")
         if step.kind == "wait":
+            if spec.until is not None:
+                return f"wait until time_us = {spec.until.text}: {spec.reason}"
             return f"wait {spec.for_ * 1000:g} ms: {spec.reason}"
         if step.kind == "restart":
             return f"restart the target: {spec.reason}"
@@ -483,10 +488,28 @@ class CaseRunner:
         record.detail = f"restarted in {(time.monotonic() - started) * 1000:.0f} ms"
 
     def _step_wait(self, step: Step, record: StepRecord) -> None:
+        spec = step.spec
+        duration = spec.for_ if spec.until is None else self._until(spec.until, record)
         if self.on_wait:
-            self.on_wait(f"{self.case.id}: waiting {step.spec.for_ * 1000:g} ms: {step.spec.reason}")
-        self._declared += step.spec.for_
-        self._collect(step.spec.for_)
+            self.on_wait(f"{self.case.id}: waiting {duration * 1000:g} ms: {spec.reason}")
+        self._declared += duration
+        self._collect(duration)
+
+    def _until(self, until: Expr, record: StepRecord) -> float:
+        """Seconds from now until the case clock (time_us) reaches ``until``; 0 if it already has."""
+        target_us = until.evaluate(self.env, wrap=False)
+        now_us = (time.time() - self.result.started) * 1e6
+        duration = (target_us - now_us) / 1e6
+        if time.monotonic() + duration > self.case_deadline:
+            raise StepError(
+                f"waiting until {until.text} (= {target_us / 1e6:.3f} s into the case) would pass the case's "
+                f"time limit of {self.case.meta.timeout:g} s (timeout:); is a declared timer too long?"
+            )
+        if duration < 0:
+            record.detail = f"the time {until.text} had passed {-duration * 1000:.1f} ms before; no wait"
+            return 0.0
+        record.detail = f"waited {duration * 1000:.1f} ms until {until.text} = {target_us / 1e6:.3f} s"
+        return duration
 
     # ---- lower tester: send ----------------------------------------------------------------------
     def _ev(self, expr, default: int | None = None, *, wrap: bool = True) -> int:

@@ -62,6 +62,7 @@ class Session:
     listen_any: bool = False  # the agent listens on the wildcard address (the target address is a translation)
     # Restarts the target's stack and returns its new link and agent (kinds that can: capability target.restart).
     restart: Callable[[], tuple[Link, AgentClient | None]] | None = None
+    timers: dict[str, int] = field(default_factory=dict)  # the target's declared timers (TimersConfig.bindings)
 
     def __post_init__(self) -> None:
         af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6

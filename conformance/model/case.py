@@ -278,8 +278,19 @@ class UtSpec(Strict):
 
 
 class WaitSpec(Strict):
-    for_: Duration = Field(alias="for")
+    """Wait ``for`` a duration, or ``until`` the case clock (``time_us``: microseconds since the case began)
+    reaches a value such as ``t_tw + timer_time_wait_low_us``, so a probe comes at a time measured from a
+    segment the target sent (a declared timer's window)."""
+
+    for_: Duration | None = Field(None, alias="for")
+    until: Expression | None = Field(None, description="the case clock to wait for, in microseconds (time_us)")
     reason: str = Field(description="why the case waits: every wait has a reason")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WaitSpec:
+        if (self.for_ is None) == (self.until is None):
+            raise ValueError("a wait has either `for` (a duration) or `until` (a time_us expression)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

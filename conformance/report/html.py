@@ -494,10 +494,16 @@ def _iut(target: Mapping[str, Any]) -> str:
         ("Kind", _e(target.get("kind", ""))),
         ("Description", _e(target.get("description", ""))),
         ("Declared capabilities", _codes(caps) if caps else '<span class="muted">none declared</span>'),
+        ("Declared timers", _mapping_table(_timers(target.get("timers")), "none declared")),
         ("Sysctls", _mapping_table(_as_map(target.get("sysctls")), "none set")),
         ("nft rules", _pre(nft) if nft else '<span class="muted">none</span>'),
     ]
     return f"<section><h2>2. Implementation under test</h2>{_kv_table(rows)}</section>"
+
+
+def _timers(value: Any) -> dict[str, str]:
+    """targets.yaml `timers` as recorded: durations in seconds (floats), counts as integers."""
+    return {str(name): f"{v:g} s" if isinstance(v, float) else str(v) for name, v in _as_map(value).items()}
 
 
 def _environment(env: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..model.case import Strict
 from ..model.loader import CaseFormatError, _Builder, load_yaml_with_positions
+from ..model.values import Duration
 from ..wire.ethernet import parse_mac
 from .impair import parse_impairment
 
@@ -153,6 +154,82 @@ class Ports(Strict):
         return int(low), int(high)
 
 
+TIMER_LIMIT_S = 600.0  # the TMR-DECLARED-* cases' time limits are sized for declared timers up to this
+SYN_RTO_LIMIT_S = 60.0  # TMR-DECLARED-SYN-RTO-01 waits 90 s for the first retransmission
+
+
+class TimersConfig(Strict):
+    """Timer values the implementation declares (PIXIT), each an observable quantity the TMR-DECLARED-* cases
+    measure and compare with the declaration. The RFCs leave these values to the implementation (within their
+    bounds, which other cases grade), so only the vendor can say what the right value is."""
+
+    syn_rto: Duration | None = Field(
+        None, description="an active open's first SYN retransmission, measured from the first SYN"
+    )
+    syn_retransmissions: int | None = Field(
+        None, ge=0, le=64, description="how many times an unanswered SYN is retransmitted before the open is abandoned"
+    )
+    syn_giveup: Duration | None = Field(
+        None, description="from the first SYN until an unanswered active open is abandoned"
+    )
+    synack_retransmissions: int | None = Field(
+        None, ge=0, le=64, description="how many times a SYN-ACK is retransmitted while the third ACK is missing"
+    )
+    synack_giveup: Duration | None = Field(
+        None, description="from the first SYN-ACK until an unanswered half-open connection is dropped"
+    )
+    time_wait: Duration | None = Field(None, description="how long a connection stays in TIME-WAIT (2MSL)")
+    fin_wait_2: Duration | None = Field(
+        None, description="how long an orphaned connection (its application closed) waits in FIN-WAIT-2 for a FIN"
+    )
+    tolerance: float = Field(0.1, ge=0, le=0.5, description="relative tolerance of a measured duration (0.1: 10%)")
+    tolerance_min: Duration = Field(
+        0.2, description="the smallest tolerance of a measured duration, for short timers and coarse clocks"
+    )
+
+    @field_validator("syn_rto", "syn_giveup", "synack_giveup", "time_wait", "fin_wait_2", "tolerance_min")
+    @classmethod
+    def _bounded(cls, value: float | None) -> float | None:
+        if value is not None and value > TIMER_LIMIT_S:
+            raise ValueError(f"{value:g} s is longer than the {TIMER_LIMIT_S:g} s the timer cases can wait")
+        if value is not None and value <= 0:
+            raise ValueError("a timer must be longer than 0 s")
+        return value
+
+    @field_validator("syn_rto")
+    @classmethod
+    def _rto(cls, value: float | None) -> float | None:
+        if value is not None and value > SYN_RTO_LIMIT_S:
+            raise ValueError(f"an initial RTO of {value:g} s is longer than the {SYN_RTO_LIMIT_S:g} s the case waits")
+        return value
+
+    def declared(self) -> dict[str, float | int]:
+        """The declared timers by name (durations in seconds, counts as integers)."""
+        return {
+            name: value
+            for name, value in self.model_dump().items()
+            if value is not None and name not in ("tolerance", "tolerance_min")
+        }
+
+    def capabilities(self) -> set[str]:
+        """``timers.NAME`` for each declared timer: what a case ``requires`` to use ``timer_NAME_*``."""
+        return {f"timers.{name}" for name in self.declared()}
+
+    def bindings(self) -> dict[str, int]:
+        """Names the cases' expressions see: ``timer_NAME`` for counts; for durations ``timer_NAME_us`` and the
+        tolerance window ``timer_NAME_low_us`` .. ``timer_NAME_high_us``, in microseconds."""
+        out: dict[str, int] = {}
+        for name, value in self.declared().items():
+            if isinstance(value, int):
+                out[f"timer_{name}"] = value
+                continue
+            slack = max(value * self.tolerance, self.tolerance_min)
+            out[f"timer_{name}_us"] = round(value * 1e6)
+            out[f"timer_{name}_low_us"] = max(0, round((value - slack) * 1e6))
+            out[f"timer_{name}_high_us"] = round((value + slack) * 1e6)
+        return out
+
+
 class TargetConfig(Strict):
     name: str = ""
     kind: str
@@ -178,6 +255,9 @@ class TargetConfig(Strict):
     needs: list[str] = Field([], description="launched kind: files that must exist (built by `build`)")
     build: str | None = Field(None, description="launched kind: the command that installs the stack (for messages)")
     ready_timeout: float = Field(30.0, gt=0, le=600, description="seconds for a launched stack to become ready")
+    timers: TimersConfig = Field(
+        TimersConfig(), description="timer values the implementation declares (PIXIT), checked by TMR-DECLARED-*"
+    )
     # --- impaired links (docs/robustness.md) ---
     impair: str = Field("", description="netem-style link impairment, e.g. 'loss 1%' (overridden by --impair)")
 
@@ -239,7 +319,11 @@ class TargetConfig(Strict):
         self, agent_ops: list[str] | None = None, agent_features: list[str] | None = None
     ) -> set[str]:
         """The ICS: declared explicitly (plus what the running agent offers), or for the local kind derived
-        from its sysctls. Agentless, a declared open port stands in for ``ut.listen``."""
+        from its sysctls. Agentless, a declared open port stands in for ``ut.listen``. Each declared timer
+        adds ``timers.NAME``."""
+        return self._capabilities(agent_ops, agent_features) | self.timers.capabilities()
+
+    def _capabilities(self, agent_ops: list[str] | None, agent_features: list[str] | None) -> set[str]:
         if self.kind != "local":
             caps = set(self.capabilities or [])
             if agent_ops is not None:
