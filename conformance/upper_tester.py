@@ -67,6 +67,10 @@ class PendingCall:
     def done(self) -> bool:
         return self._event.is_set()
 
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the answer; whether it has come."""
+        return self._event.wait(timeout)
+
     def wait(self, timeout: float) -> dict:
         """The result fields (without ``id`` and ``ok``); raises AgentError, AgentTimeout or AgentGone."""
         if not self._event.wait(timeout):

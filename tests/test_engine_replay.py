@@ -77,6 +77,9 @@ class FakeCall:
     def done(self) -> bool:
         return True
 
+    def settle(self, timeout: float) -> bool:
+        return True
+
     def wait(self, timeout: float) -> dict:
         return dict(self.result)
 
@@ -745,3 +748,37 @@ def test_a_restart_step_without_the_capability_is_an_error() -> None:
     text = case_text("  - restart: {reason: the stack reboots}\n")
     result, _ = run(text)
     assert result.verdict == Verdict.ERROR and "cannot be restarted" in result.reason
+
+
+class SlowCall(FakeCall):
+    """A call the agent answers only after ``delay`` seconds (a connect waiting for a SYN's give-up)."""
+
+    def __init__(self, result: dict, delay: float) -> None:
+        super().__init__(result)
+        self.ready_at = time.monotonic() + delay
+
+    def done(self) -> bool:
+        return time.monotonic() >= self.ready_at
+
+    def settle(self, timeout: float) -> bool:
+        time.sleep(max(0.0, min(timeout, self.ready_at - time.monotonic())))
+        return self.done()
+
+
+class SlowAgent(FakeAgent):
+    def submit(self, op: str, **args: Any) -> FakeCall:
+        self.calls.append((op, args))
+        return SlowCall(self.results.get(op, {}), 0.5) if op == "recv" else FakeCall(self.results.get(op, {}))
+
+
+def test_the_link_is_read_while_an_agent_call_blocks() -> None:
+    """An Ethernet link answers ARP and ND only when it is read: a blocking agent call must not stop that (the
+    stack's neighbour probes would go unanswered for minutes), and a quick call must not wait for a poll."""
+    agent = SlowAgent({"listen": {"sock": 1, "port": 5000}, "recv": {"data": ""}})
+    text = case_text("  - ut: listen\n  - ut: {op: recv, sock: listener, timeout: 2s}\n", "[ut.listen, ut.recv]")
+    started = time.monotonic()
+    result, link = run(text, agent=agent, caps={"ut.listen", "ut.recv"})
+    assert result.verdict == Verdict.PASS, result.reason
+    assert 0.5 <= time.monotonic() - started < 1.5
+    polls = [t for t in link.timeouts if 0 < t <= 0.02]
+    assert len(polls) >= 5, link.timeouts  # about 0.5 s / (2 x 20 ms) slices of reading while the call blocked

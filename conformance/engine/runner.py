@@ -921,11 +921,20 @@ class CaseRunner:
         self.l_addrs.add(socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr))
         return addr
 
+    def _answer(self, call: PendingCall, timeout: float) -> dict:
+        """The agent's answer, reading the link while a call blocks: on an Ethernet link the stack's ARP and
+        neighbour probes must be answered even while a connect waits minutes for a SYN's give-up, or the stack
+        finds the tester unreachable (gVisor's NUD does, after about 18 s). Quick calls never wait in the loop."""
+        deadline = time.monotonic() + timeout
+        while not call.settle(AGENT_POLL_S) and (remaining := deadline - time.monotonic()) > 0:
+            self._collect(min(AGENT_POLL_S, remaining))
+        return call.wait(max(0.0, deadline - time.monotonic()))
+
     def _finish_ut(self, spec: UtSpec, call: PendingCall, step_spec: UtSpec, record: StepRecord) -> None:
         wanted = [step_spec.result] if isinstance(step_spec.result, str) else list(step_spec.result)
         started = time.monotonic()
         try:
-            reply = call.wait(spec.timeout + 2.0)
+            reply = self._answer(call, spec.timeout + 2.0)
             error = None
         except (AgentTimeout, AgentGone):
             raise
@@ -1015,6 +1024,7 @@ class CaseRunner:
 # ---- retries ---------------------------------------------------------------------------------------
 DEFAULT_IMPAIRED_ATTEMPTS = 3
 STATE_SETTLE_S = 0.2
+AGENT_POLL_S = 0.02  # while an agent call blocks, the link is read in slices this long
 
 
 def run_attempts(make_runner: Callable[[], CaseRunner], max_attempts: int, impairment: str | None) -> CaseResult:
