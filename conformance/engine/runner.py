@@ -746,6 +746,7 @@ class CaseRunner:
         self.pending.extendleft(reversed(kept))
         if spec.record:
             self.recorded[spec.record] = counted
+            self.env[spec.record] = counted  # later steps may use the count (e.g. a check)
         record.detail = f"{counted} matching segment(s) in {spec.for_ * 1000:g} ms"
         if not value_matches(spec.count, counted, self.env, wraps=False):
             what = describe(spec, self.env)

@@ -187,7 +187,9 @@ class ExpectCountSpec(SegmentFilter):
 
     for_: Duration = Field(alias="for")
     count: Match = Field(description="N or low..high")
-    record: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]*$", description="report the count under this name")
+    record: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_]*$", description="report the count under this name, and bind it for later steps"
+    )
     reason: str = Field(description="what the count establishes")
 
 
