@@ -148,6 +148,12 @@ FAST_CASE = """\
     """
 
 
+def _interruptible() -> None:
+    """A shell starting this test in the background (`cmd &` without job control) makes it ignore SIGINT, and a
+    child inherits that: the run under test must get Ctrl-C as a terminal would deliver it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_interruptible_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     write_case(tmp_path, "a-fast.yaml", FAST_CASE)
     write_case(tmp_path, "b-slow.yaml", SLOW_CASE)
@@ -156,6 +162,7 @@ def _start_interruptible_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--report-dir", str(report),
          "--targets-file", str(TARGETS), str(tmp_path / "testcases")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_interruptible,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
