@@ -15,11 +15,12 @@ from support import REPO, TARGETS, needs_netns, run_suite
 SYN_RTO_CASE = REPO / "testcases" / "timers" / "declared-syn-rto.yaml"
 
 
-def write_targets(directory: Path, timers: str) -> Path:
-    """A targets file with one local entry `t` declaring ``timers`` (YAML flow text, or "" for none)."""
+def write_targets(directory: Path, timers: str, more: str = "") -> Path:
+    """A targets file with one local entry `t` declaring ``timers`` (YAML flow text, or "" for none) after the
+    entry lines ``more``."""
     path = directory / "targets.yaml"
     body = f"    timers: {timers}\n" if timers else ""
-    path.write_text(f"targets:\n  t:\n    kind: local\n{body}")
+    path.write_text(f"targets:\n  t:\n    kind: local\n{more}{body}")
     return path
 
 
@@ -196,10 +197,7 @@ DECLARATIONS = {
 
 def short_timer_target(directory: Path, timers: str) -> Path:
     sysctls = "".join(f"      {key}: {value}\n" for key, value in SHORT_TIMERS.items())
-    path = directory / "targets.yaml"
-    head = "targets:\n  t:\n    kind: local\n    families: [ipv4]\n"
-    path.write_text(f"{head}    sysctls:\n{sysctls}    timers: {timers}\n")
-    return path
+    return write_targets(directory, timers, f"    families: [ipv4]\n    sysctls:\n{sysctls}")
 
 
 @needs_netns

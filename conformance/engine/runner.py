@@ -495,10 +495,14 @@ class CaseRunner:
         self._declared += duration
         self._collect(duration)
 
+    def _case_clock_us(self, wall: float) -> float:
+        """A wall-clock (kernel timestamp) time on the case clock: microseconds since the case began (time_us)."""
+        return (wall - self.result.started) * 1e6
+
     def _until(self, until: Expr, record: StepRecord) -> float:
         """Seconds from now until the case clock (time_us) reaches ``until``; 0 if it already has."""
         target_us = until.evaluate(self.env, wrap=False)
-        now_us = (time.time() - self.result.started) * 1e6
+        now_us = self._case_clock_us(time.time())
         duration = (target_us - now_us) / 1e6
         if time.monotonic() + duration > self.case_deadline:
             raise StepError(
@@ -679,7 +683,7 @@ class CaseRunner:
         env["t_win"] = seg.window
         if seg.flags & 0x10:
             env["t_ack"] = seg.ack
-        ts_us = round((self._seg_ts.get(id(seg), self.result.started) - self.result.started) * 1e6)
+        ts_us = round(self._case_clock_us(self._seg_ts.get(id(seg), self.result.started)))
         for name, source in (bind or {}).items():
             value = segment_field(seg, source, ts_us)
             if value is None:

@@ -321,9 +321,15 @@ class TargetConfig(Strict):
         """The ICS: declared explicitly (plus what the running agent offers), or for the local kind derived
         from its sysctls. Agentless, a declared open port stands in for ``ut.listen``. Each declared timer
         adds ``timers.NAME``."""
-        return self._capabilities(agent_ops, agent_features) | self.timers.capabilities()
+        caps = self._claimed(agent_ops, agent_features) | self.timers.capabilities()
+        if self.kind in ("local", "launched"):
+            caps |= {"net.broadcast", "target.restart"}  # the suite's own link; a stack it can start again
+        if self.allow_flood:
+            caps.add("flood")
+        return caps
 
-    def _capabilities(self, agent_ops: list[str] | None, agent_features: list[str] | None) -> set[str]:
+    def _claimed(self, agent_ops: list[str] | None, agent_features: list[str] | None) -> set[str]:
+        """What the entry and the running agent claim, or for the local kind what its sysctls leave on."""
         if self.kind != "local":
             caps = set(self.capabilities or [])
             if agent_ops is not None:
@@ -334,24 +340,16 @@ class TargetConfig(Strict):
                 caps.add("ut.listen")
             if self.ports.echo is not None:
                 caps.add("svc.echo")
-            if self.kind == "launched":
-                caps |= {"net.broadcast", "target.restart"}  # the suite's own link; a stack it can relaunch
-            return caps | ({"flood"} if self.allow_flood else set())
+            return caps
         if self.capabilities is not None:
-            return (
-                set(self.capabilities)
-                | {"net.broadcast", "target.restart"}
-                | ({"flood"} if self.allow_flood else set())
-            )
-        caps = {f"ut.{op}" for op in (*UT_OPS, *UT_FEATURES)} | {"ut", "net.broadcast", "target.restart"}
+            return set(self.capabilities)
+        caps = {f"ut.{op}" for op in (*UT_OPS, *UT_FEATURES)} | {"ut"}  # the reference agent
         for capability, sysctl in LOCAL_TCP_FEATURES.items():
             if str(self.sysctls.get(sysctl, "1")) != "0":
                 caps.add(capability)
         for capability, (sysctl, default, mask) in LOCAL_TCP_BIT_FEATURES.items():
             if int(self.sysctls.get(sysctl, default)) & mask:
                 caps.add(capability)
-        if self.allow_flood:
-            caps.add("flood")
         return caps
 
 
