@@ -14,7 +14,6 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,18 @@ import pytest
 from .engine.explain import explain
 from .engine.result import CaseResult, Verdict
 from .engine.runner import DEFAULT_IMPAIRED_ATTEMPTS, CaseRunner, run_attempts
-from .engine.session import PortAllocator, Session
-from .grading.profiles import DEFAULT_PROFILE, PROFILES
 from .model.loader import Case, CaseFormatError, load_case
 from .report import allure_glue
-from .results import RunWriter, case_record, finalize, iso, read_cases, requirement_ids, summarize
+from .results import RunWriter, case_record, finalize, iso, read_cases, summarize
 from .targets import userns
 from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
-from .targets.factory import Target, make_target, port_allocator
-from .targets.impair import ImpairmentError, parse_impairment
+from .targets.factory import Target, make_target
 from .targets.netns import NetnsError, check_prerequisites
+from .targets.ports import PortAllocator, port_allocator
 from .targets.reach import TargetStartError
 from .upper_tester import AgentError
+from .vocabulary import DEFAULT_PROFILE, PROFILES, numbered_requirements
+from .wire.impairment import ImpairmentError, parse_impairment
 
 STATE = pytest.StashKey["RunState"]()
 
@@ -276,17 +275,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(str(exc)) from None
 
 
-def _restarter(target: Target) -> Callable[[], tuple[Any, Any]]:
-    """For the restart step: the target's stack stopped and started again, with its new link and agent."""
-
-    def restart() -> tuple[Any, Any]:
-        target.stop()
-        target.start()
-        return target.link, target.agent
-
-    return restart
-
-
 def _unrun(verdict: Verdict, reason: str) -> CaseResult:
     """The result of a case that could not start: recorded like any other, with its reason."""
     result = CaseResult(verdict, reason)
@@ -319,7 +307,7 @@ class CaseItem(pytest.Item):
         self.user_properties.append(("case_id", case.id))
         self.user_properties.append(("level", str(case.meta.level)))
         self.user_properties.append(("refs", " ".join(case.meta.refs)))
-        for requirement in requirement_ids(list(case.meta.refs)):
+        for requirement in numbered_requirements(list(case.meta.refs)):
             self.user_properties.append(("requirement", requirement))
 
     def runtest(self) -> None:
@@ -341,15 +329,7 @@ class CaseItem(pytest.Item):
             reason = f"target '{entry.name}' does not run {self.family}"
             self._record(state, _unrun(Verdict.NOT_RUN, reason), time.monotonic(), 0.0, False)
             return
-        addresses = entry.address(self.family)
-        session = Session(
-            target.link, target.agent, self.family, addresses.tester, addresses.target,  # type: ignore[arg-type]
-            target.capabilities, state.profile, state.ports, addresses.prefix,
-            entry.flood_rate_cap if entry.allow_flood else 0, entry.ports.open,
-            entry.ports.echo, entry.agent is not None and entry.agent.listen_any,
-            restart=_restarter(target) if "target.restart" in target.capabilities else None,
-            timers=entry.timers.bindings(),
-        )  # fmt: skip
+        session = target.session(self.family, state.ports)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         verbose = self.config.get_verbosity() > 0 and state.worker == "main"
         on_wait = self._announcer(reporter) if verbose and reporter else None
@@ -360,7 +340,8 @@ class CaseItem(pytest.Item):
         attempts, impairment = _attempt_policy(self.config, entry)
         result = run_attempts(
             lambda: CaseRunner(
-                self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None
+                self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None,
+                profile=state.profile,
             ),
             attempts,
             impairment,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import socket
 import time
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from . import __version__
 from .engine.result import CaseResult, Verdict
 from .grading.grade import grade
 from .model.loader import Case
+from .vocabulary import numbered_requirements
 from .wire.pcapng import write_pcapng
 
 SCHEMA = "tcp-conformance/results/1"
@@ -27,14 +27,6 @@ SCHEMA = "tcp-conformance/results/1"
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-REQUIREMENT_ID = re.compile(r"^rfc\d+:(MUST|SHLD|MAY)-\d+$")
-
-
-def requirement_ids(refs: list[str]) -> list[str]:
-    """The numbered requirements a case cites (``rfc9293:MUST-10``); other refs are places, not ids."""
-    return [r for r in refs if REQUIREMENT_ID.match(r)]
 
 
 def case_record(case: Case, family: str, nodeid: str, result: CaseResult, *, rootdir: Path,
@@ -48,7 +40,7 @@ def case_record(case: Case, family: str, nodeid: str, result: CaseResult, *, roo
     return {
         "id": case.id, "family": family, "nodeid": nodeid, "title": case.meta.title, "file": file,
         "line": case.line, "level": str(case.meta.level), "refs": list(case.meta.refs),
-        "requirements": requirement_ids(case.meta.refs),
+        "requirements": numbered_requirements(case.meta.refs),
         "requirement": case.meta.requirement, "tags": list(case.meta.tags),
         "verdict": str(result.verdict), "reason": result.reason,
         "behaviour": result.behaviour, "behaviour_text": result.behaviour_text,

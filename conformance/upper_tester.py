@@ -8,6 +8,7 @@ management connection drops, every outstanding call fails promptly with :class:`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,38 @@ class PendingCall:
         self._event = threading.Event()
         self._result: dict | None = None
         self._error: AgentError | None = None
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
 
     def done(self) -> bool:
         return self._event.is_set()
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the answer is in (at once if it is already; else on the agent's reader thread)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    async def answer(self, timeout: float) -> dict:
+        """``wait`` for an event loop: the loop goes on while the agent works."""
+        if not self._event.is_set():
+            loop = asyncio.get_running_loop()
+            arrived: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not arrived.done():
+                    arrived.set_result(None)
+
+            def wake_from_reader() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile: nobody waits any more
+                    loop.call_soon_threadsafe(wake)
+
+            self.on_done(wake_from_reader)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived, timeout)
+        return self.wait(0)
 
     def settle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the answer; whether it has come."""
@@ -87,12 +118,22 @@ class PendingCall:
             details = {k: v for k, v in response.items() if k not in ("id", "ok", "error", "message")}
             error = str(response.get("error") or "EIO")
             self._error = AgentError(error, str(response.get("message") or ""), self.op, details)
-        self._event.set()
+        self._settled()
 
     def _fail(self, error: AgentError) -> None:
         if not self._event.is_set():
             self._error = error
+            self._settled()
+
+    def _settled(self) -> None:
+        with self._lock:
             self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # a waiter's trouble must never stop the agent's reader
+                log.warning("%s: a callback of %s failed: %s", self.op, self.id, exc)
 
 
 class AgentClient:

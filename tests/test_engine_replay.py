@@ -21,10 +21,10 @@ from scapy.layers.inet6 import IPv6
 
 from conformance.engine.result import CaseResult, Verdict
 from conformance.engine.runner import CaseRunner
-from conformance.engine.session import Session
-from conformance.model.expr import MOD
 from conformance.model.loader import parse_case
-from conformance.model.values import parse_flags
+from conformance.targets.session import Session
+from conformance.tcp import SEQ_MOD as MOD
+from conformance.tcp import parse_flags
 from conformance.wire.build import OutOption, OutSegment, build_packet, build_packet_scapy
 from conformance.wire.link import LinkDown, TargetClosedLink
 from conformance.wire.segment import Segment, flow_key, parse_options, parse_packet
@@ -120,8 +120,8 @@ def run(text: str, script: Script | None = None, *, agent: FakeAgent | None = No
         caps: set[str] | None = None, profile: str = "rfc9293") -> tuple[CaseResult, FakeLink]:  # fmt: skip
     link = FakeLink(script)
     case = parse_case(text, "inline.yaml")
-    session = Session(link, agent, "ipv4", TESTER, TARGET, capabilities=caps or set(), profile=profile)  # type: ignore[arg-type]
-    return CaseRunner(case, session).run(), link
+    session = Session(link, agent, "ipv4", TESTER, TARGET, capabilities=frozenset(caps or set()))  # type: ignore[arg-type]
+    return CaseRunner(case, session, profile=profile).run(), link
 
 
 def line_of(text: str, needle: str) -> int:

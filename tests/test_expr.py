@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.model.expr import MOD, Expr, ExprError, seq_diff
+from conformance.model.expr import Expr, ExprError
+from conformance.tcp import SEQ_MOD as MOD
+from conformance.tcp import seq_diff
 
 u32 = st.integers(min_value=0, max_value=MOD - 1)
 

@@ -20,7 +20,6 @@ XPASSes, which fails the run: then remove the mark and its KNOWN_BUGS entry.
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import json
 import os
@@ -39,17 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, assume, event, given, reject, settings
 from hypothesis import strategies as st
-from ruamel.yaml import YAML
 
 from conformance.model.loader import Case, CaseFormatError, load_case, parse_case
 from conformance.targets.config import TargetConfig, TargetConfigError, load_expectations, load_targets
 from conformance.wire.build import OutOption, OutSegment, build_packet
 from conformance.wire.segment import flow_key, parse_options, parse_packet
-
-# Fuzzed YAML reuses anchors now and then; ruamel warns about that, which is no finding.
-pytestmark = pytest.mark.filterwarnings("ignore::ruamel.yaml.error.ReusedAnchorWarning")
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "conformance" / "agent.py"
@@ -91,7 +87,7 @@ def tolerate_known_bug(exc: BaseException) -> None:
 
 
 def _line_breaks(text: str) -> int:
-    """Line breaks as ruamel counts them (\\n, lone \\r, NEL, LS, PS); an upper bound for the error's line."""
+    """Line breaks as YAML counts them (\\n, lone \\r, NEL, LS, PS); an upper bound for the error's line."""
     return sum(text.count(ch) for ch in "\n\r\x85\u2028\u2029")
 
 
@@ -156,14 +152,8 @@ def _flow(value: Any) -> str:
     return _scalar_text(value)
 
 
-_SAFE_DUMPER = YAML(typ="safe", pure=True)
-_SAFE_DUMPER.default_flow_style = None
-
-
 def safe_dump(value: Any) -> str:
-    out = io.StringIO()
-    _SAFE_DUMPER.dump(value, out)
-    return out.getvalue()
+    return yaml.safe_dump(value, default_flow_style=None, allow_unicode=True, sort_keys=False)
 
 
 def dump(value: Any, style: str) -> str:
@@ -1052,10 +1042,9 @@ WITH_EXPECTATIONS = "targets:\n  local: {kind: local, expectations: e.yaml}\n"
 @pytest.mark.parametrize(
     "text",
     [
-        CASE.replace("title: a fuzzed case", "title: 2024-02-30"),  # was ValueError: day is out of range for month
-        "a: 2001-13-01\n",  # was ValueError: month must be in 1..12
-        "a: 2001-12-14 25:59:43\n",  # was ValueError: hour must be in 0..23
-        "a: 2001-12-14t21:59:43.10-25:00\n",  # was ValueError: offset must be a timedelta strictly between ...
+        "a: !!timestamp 2001-13-01\n",  # was ValueError: month must be in 1..12
+        "a: !!timestamp 2001-12-14 25:59:43\n",  # was ValueError: hour must be in 0..23
+        "a: !!timestamp 2001-12-14t21:59:43.10-25:00\n",  # was ValueError: offset must be a timedelta ...
         "a: !!int x\n",  # was ValueError: invalid literal for int() with base 10: 'x'
         "a: !!float .\n",  # was ValueError: could not convert string to float: '.'
         "!!str [1]\n",  # was TypeError in _Positions.walk: argument of type 'NoneType' is not iterable
@@ -1065,7 +1054,7 @@ WITH_EXPECTATIONS = "targets:\n  local: {kind: local, expectations: e.yaml}\n"
         pytest.param("a: !!int 0x_\n"),  # IndexError: string index out of range
         pytest.param("!!set \n"),  # AttributeError: 'ScalarNode' ... 'flow_style'
     ],
-    ids=["date-in-title", "month-13", "hour-25", "offset-25h", "int-tag", "float-tag", "str-seq", "str-seq-value",
+    ids=["month-13", "hour-25", "offset-25h", "int-tag", "float-tag", "str-seq", "str-seq-value",
          "bool-tag", "empty-int", "int-0x_", "set-scalar"],
 )  # fmt: skip
 def test_a_node_yaml_cannot_build_is_a_case_format_error(text: str) -> None:
@@ -1075,9 +1064,10 @@ def test_a_node_yaml_cannot_build_is_a_case_format_error(text: str) -> None:
 @pytest.mark.parametrize("which", ["targets", "expectations"])
 def test_a_node_yaml_cannot_build_is_a_target_config_error(which: str) -> None:
     if which == "targets":
-        message, source, _ = config_error("targets:\n  local: {kind: local, description: 2001-13-01}\n")
+        message, source, _ = config_error("targets:\n  local: {kind: local, description: !!timestamp 2001-13-01}\n")
     else:
-        message, _, source = config_error(WITH_EXPECTATIONS, "deviations:\n  X: {verdict: FAIL, reason: 2001-13-01}\n")
+        text = "deviations:\n  X: {verdict: FAIL, reason: !!timestamp 2001-13-01}\n"
+        message, _, source = config_error(WITH_EXPECTATIONS, text)
     assert_one_line_error(message, str(source))
 
 

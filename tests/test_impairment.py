@@ -14,14 +14,15 @@ from test_engine_replay import FakeAgent, FakeLink, case_text, reply, rst_ack
 
 from conformance.engine.result import CaseResult, Failure, Verdict, combine_attempts, should_retry
 from conformance.engine.runner import CaseRunner, run_attempts
-from conformance.engine.session import Session
 from conformance.model.loader import parse_case
 from conformance.targets import netns
 from conformance.targets.config import TargetConfig
-from conformance.targets.impair import Impairment, ImpairmentError, parse_impairment
 from conformance.targets.local import LocalTarget
+from conformance.targets.session import Session
 from conformance.wire.build import OutSegment, build_packet
 from conformance.wire.impaired import ImpairedLink
+from conformance.wire.impairment import Impairment, ImpairmentError, parse_impairment
+from conformance.wire.link import LinkBase
 from conformance.wire.segment import parse_packet
 from conformance.wire.tun import Frame
 from support import REPO, needs_netns, run_suite
@@ -78,12 +79,21 @@ def test_a_bad_target_entry_impairment_is_rejected() -> None:
 # ---- the impaired link, without a network ---------------------------------------------------------
 
 
-class QueueLink:
-    """A link whose inbound frames are queued by the test and whose sends are recorded."""
+class QueueLink(LinkBase):
+    """A link whose inbound frames are queued by the test and whose sends are recorded (any destination)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[float, bytes]] = []
         self.frames: deque[Frame] = deque()
+
+    def check_destination(self, packet: bytes) -> None:
+        pass
+
+    def poll_frame(self) -> Frame | None:
+        return self.frames.popleft() if self.frames else None
+
+    def fileno(self) -> int | None:
+        return None
 
     def send(self, packet: bytes) -> None:
         self.sent.append((time.monotonic(), packet))

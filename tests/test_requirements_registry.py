@@ -9,13 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 
 from conformance.grading.registry import (
     MUST_LEVELS,
     PREFIX_LEVELS,
     REGISTRY_FILE,
-    RFC9293_ID,
     RegistryError,
     Requirement,
     cited_refs,
@@ -25,6 +23,8 @@ from conformance.grading.registry import (
     uncovered_must,
 )
 from conformance.model.loader import Case, load_case
+from conformance.vocabulary import NUMBERED_REQUIREMENT
+from conformance.yamlfile import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES_DIR = ROOT / "testcases"
@@ -49,7 +49,7 @@ def cases() -> list[Case]:
 
 
 def test_registry_loads_with_unique_ids(registry: dict[str, Requirement]) -> None:
-    raw = YAML(typ="safe", pure=True).load(REGISTRY_FILE.read_text(encoding="utf-8"))
+    raw = parse_yaml(REGISTRY_FILE.read_text(encoding="utf-8"), "requirements.yaml").data
     ids = [entry["id"] for entry in raw["entries"]]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     assert not duplicates, f"ids listed more than once: {duplicates}"
@@ -65,7 +65,7 @@ def test_levels_are_valid(registry: dict[str, Requirement]) -> None:
 
 def test_rfc9293_ids_match_their_level(registry: dict[str, Requirement]) -> None:
     for entry in registry.values():
-        numbered = RFC9293_ID.match(entry.id)
+        numbered = NUMBERED_REQUIREMENT.match(entry.id)
         assert (entry.kind == "requirement") == bool(numbered), entry.id
         if numbered:
             assert entry.level in PREFIX_LEVELS[numbered.group(1)], f"{entry.id} has level {entry.level}"
@@ -139,7 +139,7 @@ BROKEN = {
 def test_malformed_registry_gives_one_line_error(name: str, tmp_path: Path) -> None:
     body, expected = BROKEN[name]
     path = tmp_path / "requirements.yaml"
-    path.write_text("documents: {rfc9293: TCP}\n" + body, encoding="utf-8")
+    path.write_text("documents: {rfc9293: {title: TCP, topic: connection management}}\n" + body, encoding="utf-8")
     with pytest.raises(RegistryError) as info:
         load_registry(path)
     message = str(info.value)

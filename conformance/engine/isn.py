@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass
 from functools import reduce
 
-MOD = 1 << 32
+from ..tcp import seq_after, seq_distance
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,11 @@ class IsnStats:
         return {f"{prefix}_{k}": getattr(self, k) for k in keys}
 
 
-def _short_diff(a: int, b: int) -> int:
-    d = (b - a) % MOD
-    return min(d, MOD - d)
-
-
 def isn_stats(samples: list[tuple[int, float]]) -> IsnStats:
     """``samples`` are (isn, time in seconds), in the order the connections were opened."""
     if len(samples) < 3:
         raise ValueError("need at least 3 samples")
-    diffs = [_short_diff(a[0], b[0]) for a, b in itertools.pairwise(samples)]
+    diffs = [seq_distance(a[0], b[0]) for a, b in itertools.pairwise(samples)]
     gaps = [max(b[1] - a[1], 1e-6) for a, b in itertools.pairwise(samples)]
     gcd = reduce(math.gcd, diffs) or 1
     rates = [d / g for d, g in zip(diffs, gaps, strict=True)]
@@ -54,5 +49,5 @@ def isn_stats(samples: list[tuple[int, float]]) -> IsnStats:
     sd = statistics.pstdev(scaled)
     sp = round(8 * math.log2(sd)) if sd > 1 else 0
     repeats = len(samples) - len({isn for isn, _ in samples})
-    increases = sum(1 for a, b in itertools.pairwise(samples) if 0 < (b[0] - a[0]) % MOD < MOD // 2)
+    increases = sum(1 for a, b in itertools.pairwise(samples) if seq_after(b[0], a[0]))
     return IsnStats(len(samples), gcd, isr, sp, repeats, increases)

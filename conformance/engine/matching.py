@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from ..model.case import ExpectNoneSpec, ExpectSpec
 from ..model.expr import ExprError
-from ..model.values import Matcher, format_flags
+from ..model.values import Matcher
+from ..tcp import format_flags
 from ..wire.segment import Segment
 
 

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from ..vocabulary import Verdict
 from ..wire.segment import Segment
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    INCONCLUSIVE = "INCONCLUSIVE"
-    ERROR = "ERROR"
-    NOT_RUN = "NOT-RUN"
 
 
 @dataclass

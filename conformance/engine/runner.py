@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..model.case import Alternative, ExpectNoneSpec, ExpectSpec, SendSpec, UtSpec
-from ..model.expr import MOD, Expr, ExprError, seq_diff
+from ..model.expr import Expr, ExprError
 from ..model.loader import Case, ParsedAlternative, Step
-from ..model.values import format_flags
+from ..targets.session import Session
+from ..tcp import SEQ_MOD as MOD
+from ..tcp import format_flags, seq_diff
 from ..upper_tester import AgentError, AgentGone, AgentTimeout, PendingCall
 from ..wire.build import OutOption, OutSegment, build_packet
 from ..wire.flood import SynFlood, direct_writer, run_flood, spoofed_sources
@@ -35,7 +37,6 @@ from ..wire.segment import Segment, flow_key, parse_packet
 from .isn import isn_stats
 from .matching import describe, mismatches, segment_field, value_matches
 from .result import CaseResult, Failure, StepRecord, TraceEntry, Verdict, combine_attempts, should_retry
-from .session import Session
 
 PAYLOAD_PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz"
 PROTOCOL_BOUND_OPS = frozenset({"accept", "connect", "recv"})  # upper-tester calls that wait on the peer
@@ -90,9 +91,11 @@ class CaseRunner:
         *,
         on_wait: Callable[[str], None] | None = None,
         step_scope: Callable[[int, str], AbstractContextManager[Any]] | None = None,
+        profile: str = "rfc9293",
     ) -> None:
         self.case = case
         self.s = session
+        self.profile = profile
         self.on_wait = on_wait
         self.step_scope = step_scope  # e.g. an allure step around each protocol step
         self.env: dict[str, int] = {}
@@ -825,11 +828,11 @@ class CaseRunner:
         res = self.result
         res.behaviour = alt.label
         res.behaviour_text = alt.behaviour
-        if alt.conforms is not None and self.s.profile not in alt.conforms:
+        if alt.conforms is not None and self.profile not in alt.conforms:
             raise StepFailed(
                 f"behaviour seen: {alt.label} ({alt.behaviour}); it does not conform under profile "
-                f"{self.s.profile} (it conforms under: {', '.join(alt.conforms) or 'no profile'})",
-                f"a behaviour conforming under {self.s.profile}", seg.summary() if seg else "(silence)",
+                f"{self.profile} (it conforms under: {', '.join(alt.conforms) or 'no profile'})",
+                f"a behaviour conforming under {self.profile}", seg.summary() if seg else "(silence)",
             )  # fmt: skip
 
     # ---- upper tester ----------------------------------------------------------------------------

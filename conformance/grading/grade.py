@@ -10,33 +10,24 @@ MAY broken), info (an INFO-level case, whatever it saw) and incomplete (ERROR, I
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-LEVELS = ("MUST", "SHOULD", "MAY", "INFO")
-STRICT_LEVELS = ("MUST", "SHOULD")
-VERDICTS = ("PASS", "FAIL", "ERROR", "INCONCLUSIVE", "NOT-RUN")
-CATEGORIES = ("pass", "non-strict", "fail", "info", "incomplete")
-UNDECIDED = ("ERROR", "INCONCLUSIVE")
-# Worst first; NOT-RUN counts only when every case of a requirement is NOT-RUN.
-SEVERITY = {"FAIL": 4, "ERROR": 3, "INCONCLUSIVE": 2, "PASS": 1, "NOT-RUN": 0}
-STRENGTH = {"MUST": 3, "SHOULD": 2, "MAY": 1, "INFO": 0}
+from ..vocabulary import (
+    CATEGORIES,
+    LEVEL_STRENGTH,
+    LEVELS,
+    STRICT_LEVELS,
+    UNDECIDED_VERDICTS,
+    VERDICT_SEVERITY,
+    VERDICTS,
+    rfc_number,
+)
+from .registry import rfc_topic
+
 DEFAULT_AREA = "RFC 9293 connection management"
 CORE_RFCS = frozenset({"793", "9293"})
-RFC_TOPICS = {
-    "1337": "TIME-WAIT assassination hazards",
-    "3168": "explicit congestion notification",
-    "4987": "SYN flooding mitigations",
-    "5961": "blind in-window attack mitigations",
-    "6191": "TIME-WAIT reduction with timestamps",
-    "6298": "retransmission timer",
-    "6528": "initial sequence numbers",
-    "7323": "window scale and timestamps",
-    "7413": "TCP Fast Open",
-}
-_RFC_REF = re.compile(r"^rfc(\d+):", re.IGNORECASE)
 
 
 def case_level(case: Mapping[str, Any]) -> str:
@@ -81,11 +72,11 @@ def case_category(case: Mapping[str, Any]) -> str:
 
 def worst_verdict(verdicts: Iterable[str]) -> str:
     """FAIL > ERROR > INCONCLUSIVE > PASS; NOT-RUN only when every verdict is NOT-RUN (or there is none)."""
-    return max(verdicts, key=SEVERITY.__getitem__, default="NOT-RUN")
+    return max(verdicts, key=VERDICT_SEVERITY.__getitem__, default="NOT-RUN")
 
 
 def strongest_level(levels: Iterable[str]) -> str:
-    return max(levels, key=STRENGTH.__getitem__, default="MUST")
+    return max(levels, key=LEVEL_STRENGTH.__getitem__, default="MUST")
 
 
 @dataclass
@@ -105,7 +96,7 @@ class _Requirement:
     @property
     def undecided(self) -> bool:
         """A MUST/SHOULD-level case of it ended ERROR or INCONCLUSIVE."""
-        return any(case_level(c) in STRICT_LEVELS and case_verdict(c) in UNDECIDED for c in self.cases)
+        return any(case_level(c) in STRICT_LEVELS and case_verdict(c) in UNDECIDED_VERDICTS for c in self.cases)
 
     def as_json(self) -> dict[str, Any]:
         level, verdict = self.level, self.verdict
@@ -156,9 +147,9 @@ def cited_rfcs(cases: Iterable[Mapping[str, Any]]) -> list[str]:
     for case in cases:
         refs = case.get("refs")
         for ref in refs if isinstance(refs, list) else []:
-            match = _RFC_REF.match(str(ref))
-            if match:
-                found.add(str(int(match.group(1))))
+            number = rfc_number(str(ref))
+            if number:
+                found.add(number)
     return sorted(found, key=int)
 
 
@@ -168,7 +159,7 @@ def area(rfcs: Sequence[str]) -> str:
     if not companions or len(companions) < len(rfcs):
         return DEFAULT_AREA
     if len(companions) == 1:
-        topic = RFC_TOPICS.get(companions[0])
+        topic = rfc_topic(companions[0])
         return f"RFC {companions[0]} {topic}" if topic else f"RFC {companions[0]}"
     return "RFC " + ", ".join(companions)
 

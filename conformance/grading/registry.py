@@ -11,22 +11,21 @@ case cites. ``python -m conformance.grading.registry`` prints that list for the 
 
 from __future__ import annotations
 
-import re
+import functools
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+
+from ..vocabulary import KEYWORD_LEVEL, NUMBERED_REQUIREMENT, REGISTRY_REF_PATTERN
+from ..yamlfile import DocumentError, parse_yaml
 
 if TYPE_CHECKING:
     from conformance.model.loader import Case
 
 REGISTRY_FILE = Path(__file__).with_name("requirements.yaml")
-REF = r"^rfc[0-9]+:[A-Za-z0-9.\-]+$"
-RFC9293_ID = re.compile(r"^rfc9293:(MUST|SHLD|MAY|REC)-[1-9][0-9]*$")
 # The level a numbered RFC 9293 requirement may have, by its prefix (RECOMMENDED is SHOULD, RFC 2119).
 PREFIX_LEVELS: dict[str, frozenset[str]] = {
     "MUST": frozenset({"MUST", "MUST NOT"}),
@@ -56,7 +55,7 @@ class Requirement(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    id: str = Field(pattern=REF)
+    id: str = Field(pattern=REGISTRY_REF_PATTERN)
     kind: Kind
     title: OneLine | None = None
     level: Level | None = None
@@ -68,7 +67,7 @@ class Requirement(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Requirement:
         if self.kind == "requirement":
-            match = RFC9293_ID.match(self.id)
+            match = NUMBERED_REQUIREMENT.match(self.id)
             if not match:
                 raise ValueError("a numbered requirement is rfc9293:MUST-n, SHLD-n, MAY-n or REC-n")
             for name in ("level", "section", "summary", "in_scope"):
@@ -78,7 +77,7 @@ class Requirement(BaseModel):
             if self.level not in allowed:
                 raise ValueError(f"level {self.level} does not fit the prefix {match.group(1)}-")
             return self
-        if RFC9293_ID.match(self.id):
+        if NUMBERED_REQUIREMENT.match(self.id):
             raise ValueError(f"{self.id} is a numbered requirement: kind must be 'requirement'")
         if self.title is None:
             raise ValueError(f"a {self.kind} needs a 'title'")
@@ -94,14 +93,28 @@ class Requirement(BaseModel):
         return self.id.split(":", 1)[0]
 
     @property
+    def case_level(self) -> str | None:
+        """The level a case citing this entry is graded at (MUST NOT counts as MUST, SHOULD NOT as SHOULD)."""
+        return KEYWORD_LEVEL[self.level] if self.level else None
+
+    @property
     def is_must(self) -> bool:
         return self.level in MUST_LEVELS
+
+
+class Document(BaseModel):
+    """An RFC the registry cites: its title, and the few words reports use to name its area."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    title: OneLine
+    topic: Annotated[str, StringConstraints(min_length=2, max_length=60, pattern=r"^[^\n]+$")]
 
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    documents: dict[str, str] = Field(min_length=1)
+    documents: dict[str, Document] = Field(min_length=1)
     entries: list[Any] = Field(min_length=1)
 
 
@@ -119,20 +132,38 @@ def _first(exc: ValidationError) -> tuple[tuple[str | int, ...], str]:
     return loc, str(err["msg"]).removeprefix("Value error, ")
 
 
-def load_registry(path: Path = REGISTRY_FILE) -> dict[str, Requirement]:
-    """Read and validate the registry; the result maps each id to its entry, in file order."""
+def _read(path: Path) -> _File:
     source = path.name
     try:
-        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_bytes().decode("utf-8"), source).data
     except (OSError, UnicodeDecodeError) as exc:
         raise RegistryError(f"{source}: cannot read: {exc}") from None
-    except YAMLError as exc:
-        raise RegistryError(f"{source}: YAML: {str(exc).splitlines()[0]}") from None
+    except DocumentError as exc:
+        message = str(exc).split(": YAML: ", 1)[-1]
+        raise RegistryError(f"{source}: YAML: {message}") from None
     try:
-        doc = _File.model_validate(data)
+        return _File.model_validate(data)
     except ValidationError as exc:
         loc, message = _first(exc)
         raise _error(source, loc, message) from None
+
+
+@functools.cache
+def documents(path: Path = REGISTRY_FILE) -> dict[str, Document]:
+    """The RFCs the registry knows, by name (``rfc1337``): the one table of RFC titles and topics."""
+    return dict(_read(path).documents)
+
+
+def rfc_topic(number: str) -> str | None:
+    """``1337`` -> ``TIME-WAIT assassination hazards``; None for an RFC the registry does not list."""
+    document = documents().get(f"rfc{number}")
+    return document.topic if document else None
+
+
+def load_registry(path: Path = REGISTRY_FILE) -> dict[str, Requirement]:
+    """Read and validate the registry; the result maps each id to its entry, in file order."""
+    source = path.name
+    doc = _read(path)
     registry: dict[str, Requirement] = {}
     for index, raw in enumerate(doc.entries):
         ident = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None

@@ -9,23 +9,16 @@ read ``steps[3].expect.flags`` rather than naming union members.
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..vocabulary import PROFILES, REF_PATTERN, Level
 from .values import Duration, Expression, Flags, Match
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Level(StrEnum):
-    MUST = "MUST"
-    SHOULD = "SHOULD"
-    MAY = "MAY"
-    INFO = "INFO"
 
 
 Family = Literal["ipv4", "ipv6"]
@@ -216,8 +209,6 @@ class Alternative(Strict):
     @field_validator("conforms")
     @classmethod
     def _known_profiles(cls, value: list[str] | None) -> list[str] | None:
-        from ..grading.profiles import PROFILES
-
         for name in value or []:
             if name not in PROFILES:
                 raise ValueError(f"unknown profile '{name}' (known: {', '.join(PROFILES)})")
@@ -370,7 +361,6 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
 }
 
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
-REF = r"^(rfc\d+:[A-Za-z0-9.\-]+|[a-z][a-z0-9-]*:.+)$"
 
 
 class CaseMeta(Strict):
@@ -378,7 +368,7 @@ class CaseMeta(Strict):
 
     id: str = Field(pattern=CASE_ID)
     title: str = Field(min_length=3)
-    refs: list[Annotated[str, Field(pattern=REF)]] = Field(min_length=1)
+    refs: list[Annotated[str, Field(pattern=REF_PATTERN)]] = Field(min_length=1)
     requirement: str = Field(min_length=10, description="the requirement in your own words, with its ID")
     level: Level
     requires: list[str] = []

@@ -14,7 +14,8 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-MOD = 1 << 32
+from ..tcp import SEQ_MOD
+
 MAX_LENGTH = 200  # plenty for sequence arithmetic; bounds the parser's recursion
 
 _BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
@@ -101,7 +102,7 @@ class Expr:
 
     def evaluate(self, env: Mapping[str, int], *, wrap: bool = True) -> int:
         value = _eval(self.tree.body, env)
-        return value % MOD if wrap else value
+        return value % SEQ_MOD if wrap else value
 
     def __str__(self) -> str:
         return self.text
@@ -129,9 +130,3 @@ def _eval(node: ast.AST, env: Mapping[str, int]) -> int:
     if isinstance(node, ast.Call):
         return _FUNCTIONS[node.func.id]([_eval(a, env) for a in node.args])  # type: ignore[union-attr]
     raise ExprError(f"'{type(node).__name__}' is not allowed")  # unreachable after _check
-
-
-def seq_diff(a: int, b: int) -> int:
-    """Signed distance a - b in sequence space (RFC 1982-style comparison)."""
-    d = (a - b) % MOD
-    return d - MOD if d >= MOD // 2 else d

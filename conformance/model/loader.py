@@ -6,18 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
+from pydantic import BaseModel
 
+from ..yamlfile import Document, DocumentError, Located, Path_, format_path, load_validated, parse_yaml
 from .case import STEP_MODELS, Alternative, CaseMeta
 
-Path_ = tuple[str | int, ...]
 
-
-class CaseFormatError(ValueError):
+class CaseFormatError(DocumentError):
     """One line: ``file:line:col: field.path: message``."""
 
 
@@ -30,6 +25,7 @@ class Step:
     path: str
     line: int
     note: str | None = None
+    origin: str | None = None  # expanded from a fragment: "fragment-name[index]"
 
 
 @dataclass(frozen=True)
@@ -52,110 +48,17 @@ class Case:
         return self.meta.id
 
 
-def one_line(text: str) -> str:
-    """Errors are one line even when a key or value of the input holds line breaks."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+class CaseBuilder:
+    """Builds the steps of one case document, with errors at their places."""
 
+    def __init__(self, located: Located) -> None:
+        self.located = located
 
-def format_path(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top)"
-
-
-class _Positions:
-    """Line/column of every node of a ruamel document, keyed by path."""
-
-    def __init__(self) -> None:
-        self.at: dict[Path_, tuple[int, int]] = {}
-        self.keys: dict[Path_, tuple[int, int]] = {}  # where a mapping key itself is written
-
-    def walk(self, node: Any, path: Path_ = ()) -> Any:
-        """Record positions and return the node as plain Python data."""
-        if isinstance(node, CommentedMap):
-            if path == ():
-                self.at[()] = (node.lc.line + 1, node.lc.col + 1)
-            out = {}
-            for key, value in node.items():
-                known = key in (node.lc.data or {})
-                line, col = node.lc.value(key) if known else (node.lc.line, node.lc.col)
-                self.at[(*path, str(key))] = (line + 1, col + 1)
-                if known:
-                    key_line, key_col = node.lc.key(key)
-                    self.keys[(*path, str(key))] = (key_line + 1, key_col + 1)
-                out[str(key)] = self.walk(value, (*path, str(key)))
-            return out
-        if isinstance(node, CommentedSeq):
-            out_list = []
-            for i, value in enumerate(node):
-                line, col = node.lc.item(i) if i in (node.lc.data or {}) else (node.lc.line, node.lc.col)
-                self.at[(*path, i)] = (line + 1, col + 1)
-                out_list.append(self.walk(value, (*path, i)))
-            return out_list
-        return node
-
-    def find_key(self, path: Path_) -> tuple[int, int]:
-        return self.keys.get(path) or self.find(path)
-
-    def find(self, path: Path_) -> tuple[int, int]:
-        for end in range(len(path), -1, -1):
-            if path[:end] in self.at:
-                return self.at[path[:end]]
-        return (1, 1)
-
-
-_PYDANTIC_TAGS = {"str", "int", "float", "bool", "list", "dict", "tuple", "set", "bytes", "none", "is-instance"}
-
-
-def _input_path(data: Any, loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    """The part of pydantic's error location that names places in the input.
-
-    pydantic also puts validator and union-member names into a location ('function-plain[...]', 'str').
-    A part found in the input is always kept, whatever the key is called; a part that is not (a field
-    after a shorthand was expanded, a missing field) is kept unless it looks like such a tag.
-    """
-    out: list[str | int] = []
-    current: Any = data
-    for part in loc:
-        in_dict = isinstance(current, dict) and part in current
-        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
-        if in_dict or in_list:
-            current = current[part]
-        elif isinstance(part, str) and ("[" in part or part.startswith("function-") or part in _PYDANTIC_TAGS):
-            continue
-        else:
-            current = None
-        out.append(part)
-    return tuple(out)
-
-
-def _clean_message(message: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            return message[len(prefix) :]
-    return message
-
-
-class _Builder:
-    def __init__(self, source: str, positions: _Positions) -> None:
-        self.source = source
-        self.pos = positions
-
-    def error(self, path: Path_, message: str, *, at_key: bool = False) -> CaseFormatError:
-        """An error about the value at ``path`` (or, with ``at_key``, about the key itself)."""
-        line, col = self.pos.find_key(path) if at_key else self.pos.find(path)
-        return CaseFormatError(one_line(f"{self.source}:{line}:{col}: {format_path(path)}: {message}"))
+    def error(self, path: Path_, message: str, *, at_key: bool = False) -> DocumentError:
+        return self.located.at(path, message, at_key=at_key)
 
     def validate(self, model: type[BaseModel], data: Any, path: Path_) -> Any:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = _input_path(data, first["loc"])
-            at_key = first["type"] == "extra_forbidden"
-            message = "unknown key" if at_key else _clean_message(first["msg"])
-            raise self.error((*path, *loc), message, at_key=at_key) from None
+        return self.located.validate(model, data, path)
 
     def steps(self, raw: Any, path: Path_) -> list[Step]:
         if not isinstance(raw, list):
@@ -176,7 +79,7 @@ class _Builder:
             raise self.error(path, f"a step has exactly one action, found {len(actions)}: {', '.join(actions)}")
         kind = actions[0]
         body_path = (*path, kind)
-        line = self.pos.find(path)[0]
+        line = self.located.line_of(path)
         if note is not None and not isinstance(note, str):
             raise self.error((*path, "note"), "note must be text")
         if kind == "expect_one_of":
@@ -196,56 +99,27 @@ class _Builder:
             if alt.none is not None and any(a.alt.none is not None for a in out):
                 raise self.error((*path, i, "none"), "at most one alternative can be silence")
             then = self.steps(alt.then, (*path, i, "then")) if alt.then else []
-            out.append(ParsedAlternative(alt, then, self.pos.find((*path, i))[0]))
+            out.append(ParsedAlternative(alt, then, self.located.line_of((*path, i))))
         return out
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
-
-
-def load_yaml_with_positions(text: str, source: str) -> tuple[Any, _Positions]:
-    """Parse YAML text; syntax errors become one-line CaseFormatErrors."""
-    try:
-        doc = _yaml().load(text)
-    except RecursionError:
-        raise CaseFormatError(f"{source}:1:1: (top): YAML nested too deeply") from None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise CaseFormatError(one_line(f"{where}: YAML: {problem}")) from None
-    except ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
-        line, col = _line_col(text, exc.position)
-        message = f"(top): character {exc.character!r} is not allowed in YAML"
-        raise CaseFormatError(f"{source}:{line}:{col}: {message}") from None
-    except YAMLError as exc:
-        raise CaseFormatError(one_line(f"{source}:1:1: (top): YAML: {str(exc).splitlines()[0]}")) from None
-    except Exception as exc:  # ruamel's constructor fails in many ways on scalars it cannot build (2024-13-01)
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CaseFormatError(one_line(f"{source}:1:1: (top): YAML: a value cannot be read: {detail}")) from None
-    positions = _Positions()
-    try:
-        return positions.walk(doc), positions
-    except RecursionError:
-        raise CaseFormatError(f"{source}:1:1: (top): YAML nested too deeply") from None
-
-
-def _line_col(text: str, index: int) -> tuple[int, int]:
-    before = text[:index]
-    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
-
-
 def parse_case(text: str, source: str, file: Path | None = None) -> Case:
-    data, positions = load_yaml_with_positions(text, source)
-    builder = _Builder(source, positions)
+    document = parse_yaml(text, source, CaseFormatError)
+    try:
+        return build_case(document, file or Path(source))
+    except RecursionError:
+        raise CaseFormatError(f"{source}:1:1: (top): YAML nested too deeply") from None
+
+
+def build_case(document: Document, file: Path) -> Case:
+    located = document.located(CaseFormatError)
+    builder = CaseBuilder(located)
+    data = document.data
     if not isinstance(data, dict):
         raise builder.error((), "a case file is a mapping (id, title, refs, ..., steps)")
     meta = builder.validate(CaseMeta, data, ())
     steps = builder.steps(data["steps"], ("steps",))
-    return Case(meta=meta, steps=steps, file=file or Path(source), line=positions.find(())[0])
+    return Case(meta=meta, steps=steps, file=file, line=located.line_of(()))
 
 
 def load_case(path: Path, root: Path | None = None) -> Case:
@@ -254,14 +128,4 @@ def load_case(path: Path, root: Path | None = None) -> Case:
         source = str(path.relative_to(root)) if root else str(path)
     except ValueError:
         source = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CaseFormatError(f"{source}: cannot read: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw[: exc.start].rfind(b"\n") + 1) + 1
-        raise CaseFormatError(f"{source}:{line}:{col}: (top): not UTF-8: byte 0x{raw[exc.start]:02x}") from None
-    return parse_case(text, source, path)
+    return load_validated(path, lambda document: build_case(document, path), CaseFormatError, source)

@@ -9,35 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 
+from ..tcp import format_flags, parse_flags
 from .expr import Expr, ExprError
-
-# Bit values as in the TCP header (RFC 9293 section 3.1, RFC 3168 for ECE/CWR).
-FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
-_FLAG_ORDER = "CEUAPRSF"
-
-
-def parse_flags(value: Any) -> int:
-    """Flags are written as letters (``SA``, ``FA``, ``R``); ``.`` is packetdrill's spelling of ACK."""
-    if not isinstance(value, str):
-        raise ValueError(f"flags must be letters such as 'SA', not {value!r}")
-    text = value.strip()
-    if text.lower() in ("", "none", "-"):
-        return 0
-    bits = 0
-    for ch in text.upper():
-        if ch == ".":
-            ch = "A"
-        if ch not in FLAG_BITS:
-            raise ValueError(f"unknown flag '{ch}' (known: F S R P A U E C)")
-        bits |= FLAG_BITS[ch]
-    return bits
-
-
-def format_flags(bits: int) -> str:
-    """Canonical letters in header order, e.g. ``SA``, ``FA``, ``R``; ``none`` for no flag."""
-    text = "".join(ch for ch in reversed(_FLAG_ORDER) if bits & FLAG_BITS[ch])
-    return text or "none"
-
 
 Flags = Annotated[
     int,

@@ -15,13 +15,10 @@ from typing import Any
 
 import allure
 
+from ..grading.grade import CORE_RFCS, DEFAULT_AREA, cited_rfcs
+from ..grading.grade import area as area_of_rfcs
+
 SEVERITY = {"MUST": "critical", "SHOULD": "normal", "MAY": "minor", "INFO": "trivial"}
-RFC_TITLES = {
-    "793": "RFC 793", "9293": "RFC 9293", "7323": "RFC 7323 (window scale, timestamps)",
-    "5961": "RFC 5961 (blind in-window attacks)", "6528": "RFC 6528 (ISN)", "1337": "RFC 1337 (TIME-WAIT)",
-    "6191": "RFC 6191 (TIME-WAIT and timestamps)", "3168": "RFC 3168 (ECN)", "6298": "RFC 6298 (RTO)",
-    "7413": "RFC 7413 (Fast Open)", "4987": "RFC 4987 (SYN flooding)",
-}  # fmt: skip
 _SECTION = re.compile(r"^rfc(\d+):(\d+(?:\.\d+)*)$")
 
 
@@ -31,11 +28,8 @@ def active(config: Any) -> bool:
 
 def area(refs: list[str]) -> str:
     """The RFC area a case belongs to: the companion RFC if one is cited, else RFC 9293."""
-    numbers = [r.split(":", 1)[0][3:] for r in refs if r.startswith("rfc")]
-    for number in numbers:
-        if number not in ("793", "9293"):
-            return RFC_TITLES.get(number, f"RFC {number}")
-    return "RFC 9293 connection management"
+    companions = [n for n in cited_rfcs([{"refs": refs}]) if n not in CORE_RFCS]
+    return area_of_rfcs(companions[:1]) if companions else DEFAULT_AREA
 
 
 def rfc_link(ref: str) -> tuple[str, str] | None:

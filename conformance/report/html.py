@@ -22,13 +22,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..vocabulary import CATEGORIES, LEVELS, VERDICTS
 from .ladder import ladder_svg
 
-VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR", "NOT-RUN")
-LEVELS = ("MUST", "SHOULD", "MAY", "INFO")
 DIRECTIONS = {"out": "tester \u2192 target", "in": "target \u2192 tester"}
 NO_LEVEL = "-"
-CATEGORIES = ("pass", "non-strict", "fail", "info", "incomplete")
 CATEGORY_TEXT = {
     "pass": ("Pass", "requirement met"),
     "non-strict": ("Non-strict", "a SHOULD or MAY not met"),

@@ -20,8 +20,9 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
-from ..grading.grade import LEVELS, case_category, case_level, case_verdict, grade
+from ..grading.grade import case_category, case_level, case_verdict, grade
 from ..results import SCHEMA
+from ..vocabulary import CATEGORIES, LEVELS, VERDICTS
 from .html import _anchors, write_html
 
 SCHEMA_PREFIX = "tcp-conformance/results/"
@@ -295,14 +296,12 @@ def _column_head(run: Run, n: int, out: Path) -> str:
     )
 
 
-SUMMARY_CATEGORIES = ("pass", "non-strict", "fail", "info", "incomplete")
-SUMMARY_VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR", "NOT-RUN")
 
 
 def _summary_row(run: Run, n: int, out: Path) -> str:
     verdicts = Counter(case_verdict(c) for c, _ in run.cases.values())
     categories = run.grade["categories"]
-    counts = [categories.get(c, 0) for c in SUMMARY_CATEGORIES] + [verdicts.get(v, 0) for v in SUMMARY_VERDICTS]
+    counts = [categories.get(c, 0) for c in CATEGORIES] + [verdicts.get(v, 0) for v in VERDICTS]
     return (
         f'<tr data-run="{n}"><td class="num">{n}</td>'
         f'<td><a href="{_e(report_href(run.path, out))}">{_e(run.target)}</a></td>'
@@ -317,7 +316,7 @@ def _summary_row(run: Run, n: int, out: Path) -> str:
 def _summary(runs: Sequence[Run], out: Path) -> str:
     """Per run: its identification, its grade statement and its counts per category and per verdict."""
     head = "<th>#</th><th>Target</th><th>Run</th><th>Profile</th><th>Date</th><th>Statement</th>"
-    head += "".join(f'<th class="num">{_e(h)}</th>' for h in (*SUMMARY_CATEGORIES, *SUMMARY_VERDICTS))
+    head += "".join(f'<th class="num">{_e(h)}</th>' for h in (*CATEGORIES, *VERDICTS))
     rows = "".join(_summary_row(run, n, out) for n, run in enumerate(runs, 1))
     return f'<h2>Runs</h2><table id="runs"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 

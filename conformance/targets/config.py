@@ -11,10 +11,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..model.case import Strict
-from ..model.loader import CaseFormatError, _Builder, load_yaml_with_positions
 from ..model.values import Duration
 from ..wire.ethernet import parse_mac
-from .impair import parse_impairment
+from ..wire.impairment import parse_impairment
+from ..yamlfile import Document, DocumentError, read_yaml_file
 
 SUPPORTED_KINDS = ("local", "remote", "launched")
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
@@ -36,7 +36,7 @@ LOCAL_TCP_BIT_FEATURES = {
 }
 
 
-class TargetConfigError(ValueError):
+class TargetConfigError(DocumentError):
     """One line naming the file, the place and the problem."""
 
 
@@ -355,32 +355,31 @@ class TargetConfig(Strict):
 
 def load_targets(path: Path) -> dict[str, TargetConfig]:
     """All targets of a targets.yaml, by name."""
-    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TargetConfigError(f"{source}: targets file not found (use --targets-file PATH)") from None
-    except OSError as exc:
-        raise TargetConfigError(f"{source}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise TargetConfigError(_not_utf8(source, path.read_bytes(), exc)) from None
+        document = read_yaml_file(path, error=TargetConfigError)
+    except TargetConfigError as exc:
+        if str(exc).endswith(": file not found"):
+            raise TargetConfigError(f"{path}: targets file not found (use --targets-file PATH)") from None
+        raise
     try:
-        data, positions = load_yaml_with_positions(text, source)
-        builder = _Builder(source, positions)
-        if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
-            raise builder.error((), "a targets file is a mapping with a 'targets' mapping of name: entry")
-        out = {}
-        for name, entry in data["targets"].items():
-            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
-                raise builder.error(("targets", name), f"bad target name {name!r} (lower-case, digits, - _ .)")
-            if not isinstance(entry, dict):
-                raise builder.error(("targets", name), "a target entry is a mapping (kind, description, ...)")
-            out[name] = builder.validate(TargetConfig, {**entry, "name": name}, ("targets", name))
-        return out
-    except CaseFormatError as exc:
-        raise TargetConfigError(str(exc)) from None
+        return _targets(document)
     except RecursionError:
-        raise TargetConfigError(f"{source}:1:1: (top): YAML nested too deeply") from None
+        raise TargetConfigError(f"{document.source}:1:1: (top): YAML nested too deeply") from None
+
+
+def _targets(document: Document) -> dict[str, TargetConfig]:
+    located = document.located(TargetConfigError)
+    data = document.data
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+        raise located.at((), "a targets file is a mapping with a 'targets' mapping of name: entry")
+    out = {}
+    for name, entry in data["targets"].items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+            raise located.at(("targets", name), f"bad target name {name!r} (lower-case, digits, - _ .)")
+        if not isinstance(entry, dict):
+            raise located.at(("targets", name), "a target entry is a mapping (kind, description, ...)")
+        out[name] = located.validate(TargetConfig, {**entry, "name": name}, ("targets", name))
+    return out
 
 
 def select_target(path: Path, name: str) -> TargetConfig:
@@ -389,12 +388,6 @@ def select_target(path: Path, name: str) -> TargetConfig:
         known = ", ".join(sorted(targets)) or "none"
         raise TargetConfigError(f"{path}: no target named '{name}' (defined: {known})")
     return targets[name]
-
-
-def _not_utf8(source: str, raw: bytes, exc: UnicodeDecodeError) -> str:
-    line = raw[: exc.start].count(b"\n") + 1
-    col = exc.start - (raw[: exc.start].rfind(b"\n") + 1) + 1
-    return f"{source}:{line}:{col}: (top): not UTF-8: byte 0x{raw[exc.start]:02x}"
 
 
 class Deviation(Strict):
@@ -409,27 +402,16 @@ def load_expectations(targets_file: Path, entry: TargetConfig) -> dict[str, Devi
     if not entry.expectations:
         return {}
     path = (targets_file.parent / entry.expectations).resolve()
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise TargetConfigError(_not_utf8(source, path.read_bytes(), exc)) from None
-    except OSError as exc:
-        raise TargetConfigError(
-            f"{targets_file}: targets.{entry.name}.expectations: cannot read {source}: {exc.strerror}"
-        ) from None
-    try:
-        data, positions = load_yaml_with_positions(text, source)
-        builder = _Builder(source, positions)
-        if not isinstance(data, dict) or not isinstance(data.get("deviations"), dict):
-            raise builder.error((), "an expectations file is a mapping with a 'deviations' mapping of case id: entry")
-        out = {}
-        for case_id, item in data["deviations"].items():
-            if not re.fullmatch(r"[A-Z][A-Z0-9-]*(\[ipv[46]\])?", case_id):
-                raise builder.error(
-                    ("deviations", case_id), f"'{case_id}' is not a case id (ID or ID[ipv4])", at_key=True
-                )
-            out[case_id] = builder.validate(Deviation, item, ("deviations", case_id))
-        return out
-    except CaseFormatError as exc:
-        raise TargetConfigError(str(exc)) from None
+    if not path.is_file():
+        raise TargetConfigError(f"{targets_file}: targets.{entry.name}.expectations: cannot read {path}: not a file")
+    document = read_yaml_file(path, error=TargetConfigError)
+    located = document.located(TargetConfigError)
+    data = document.data
+    if not isinstance(data, dict) or not isinstance(data.get("deviations"), dict):
+        raise located.at((), "an expectations file is a mapping with a 'deviations' mapping of case id: entry")
+    out = {}
+    for case_id, item in data["deviations"].items():
+        if not re.fullmatch(r"[A-Z][A-Z0-9-]*(\[ipv[46]\])?", case_id):
+            raise located.at(("deviations", case_id), f"'{case_id}' is not a case id (ID or ID[ipv4])", at_key=True)
+        out[case_id] = located.validate(Deviation, item, ("deviations", case_id))
+    return out

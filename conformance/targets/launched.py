@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import IO
 
 from ..upper_tester import AgentClient, AgentError
-from ..wire.ethernet_link import EthernetLink
+from ..wire.link import Link
 from . import netns
 from .config import TargetConfig
 from .local import AGENT_PATH
-from .reach import TargetStartError, close_quietly, connect_agent, open_link, resolve_all
+from .reach import TargetStartError, close_quietly, connect_agent, open_link
+from .session import TargetBase
 
 DEFAULT_TAP = "ltap0"
 DEFAULT_TARGET_MAC = "02:00:00:00:00:01"
 
 
-class LaunchedTarget:
+class LaunchedTarget(TargetBase):
     def __init__(self, config: TargetConfig, worker: str = "main", log_dir: Path | None = None,
                  root: Path | None = None) -> None:  # fmt: skip
         assert config.link is not None and config.launch is not None
@@ -45,18 +46,11 @@ class LaunchedTarget:
         self.link_ns: str | None = None
         self.workdir: Path | None = None
         self.process: subprocess.Popen | None = None
-        self.link: EthernetLink | None = None
+        self.link: Link | None = None
         self.agent: AgentClient | None = None
         self.token = secrets.token_hex(8)
         self.log_path = log_dir / f"stack-{config.name}-{worker}.log" if log_dir else None
         self._log: IO[bytes] | None = None
-
-    @property
-    def capabilities(self) -> set[str]:
-        if self.agent is None:
-            return self.config.declared_capabilities()
-        hello = self.agent.hello
-        return self.config.declared_capabilities(hello.get("ops", []), hello.get("features", []))
 
     # ---- start ----
     def start(self) -> None:
@@ -164,7 +158,6 @@ class LaunchedTarget:
                 if time.monotonic() >= deadline or (self.process is not None and self.process.poll() is not None):
                     raise TargetStartError(f"{self.config.name}: link not available: {exc}{self._log_tail()}") from None
                 time.sleep(0.1)
-        resolve_all(self.link, self.config)
 
     def _log_tail(self) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -12,32 +12,28 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from ..engine.session import MULTICAST
 from ..upper_tester import AgentClient
-from ..wire.impaired import ImpairedLink
+from ..wire.impaired import impaired
+from ..wire.link import MULTICAST, Link
 from ..wire.tun import TunLink
 from . import netns
 from .config import TargetConfig
-from .impair import impaired
+from .session import TargetBase
 
 TUN_NAME = "tk0"
 AGENT_PATH = Path(__file__).resolve().parent.parent / "agent.py"
 
 
-class LocalTarget:
+class LocalTarget(TargetBase):
     """Creates, owns and removes one namespace with its link and agent."""
 
     def __init__(self, config: TargetConfig, worker: str = "main", log_dir: Path | None = None) -> None:
         self.config = config
         self.ns = netns.namespace_name(worker)
-        self.link: TunLink | ImpairedLink | None = None
+        self.link: Link | None = None
         self.agent: AgentClient | None = None
         self.log_path = log_dir / f"agent-{worker}.log" if log_dir else None
         self._log: IO[bytes] | None = None
-
-    @property
-    def capabilities(self) -> set[str]:
-        return self.config.declared_capabilities()
 
     def start(self) -> None:
         """Bring the target up; on any failure, remove what was created and raise NetnsError."""

@@ -14,16 +14,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..engine.session import MULTICAST
 from ..upper_tester import AgentClient, AgentError, AgentGone, AgentTimeout
 from ..wire.afpacket import AfPacketLink
 from ..wire.ethernet import Neighbours, parse_mac
 from ..wire.ethernet_link import EthernetLink
-from ..wire.link import Unreachable, pack_address
+from ..wire.impaired import impaired
+from ..wire.link import MULTICAST, Link, Unreachable, pack_address
 from ..wire.stream import StreamLink
 from . import netns
 from .config import AgentConfig, LinkConfig, TargetConfig
-from .impair import impaired
 
 T = TypeVar("T")
 
@@ -65,8 +64,9 @@ def link_destinations(entry: TargetConfig) -> list[str]:
 
 
 def open_link(entry: TargetConfig, link: LinkConfig, interface: str | None, ns: str | None, address: str | None,
-              timeout: float = 5.0) -> EthernetLink:  # fmt: skip
-    """Open the Ethernet link (``interface`` for afpacket/tap, ``address`` for stream) and declare the target."""
+              timeout: float = 5.0) -> Link:  # fmt: skip
+    """Open the Ethernet link (``interface`` for afpacket/tap, ``address`` for stream), declare the target and
+    resolve its next hops (an unreachable target fails the start, not every case); impaired as the entry says."""
     neighbours = neighbours_for(entry, link)
     if link.type == "stream":
         assert address is not None
@@ -76,19 +76,19 @@ def open_link(entry: TargetConfig, link: LinkConfig, interface: str | None, ns: 
         opened = in_namespace(ns, lambda: AfPacketLink.open(interface, neighbours))
     opened.resolve_timeout = link.resolve_timeout
     opened.allow(*link_destinations(entry))
+    try:
+        for family in entry.families:
+            opened.resolve(4 if family == "ipv4" else 6)
+    except Unreachable as exc:
+        opened.close()
+        raise TargetStartError(str(exc)) from None
+    except BaseException:
+        opened.close()
+        raise
     return impaired(opened, entry.impair)
 
 
-def resolve_all(link: EthernetLink, entry: TargetConfig) -> None:
-    """Resolve the next hop of every family now, so an unreachable target fails the start, not every case."""
-    for family in entry.families:
-        try:
-            link.resolve(4 if family == "ipv4" else 6)
-        except Unreachable as exc:
-            raise TargetStartError(str(exc)) from None
-
-
-def close_quietly(agent: AgentClient | None, link: EthernetLink | None) -> None:
+def close_quietly(agent: AgentClient | None, link: Link | None) -> None:
     """End the agent session and close the link, whatever state either is in."""
     if agent is not None:
         with contextlib.suppress(Exception):

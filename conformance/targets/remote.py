@@ -9,32 +9,25 @@ import time
 from pathlib import Path
 
 from ..upper_tester import AgentClient
-from ..wire.ethernet_link import EthernetLink
+from ..wire.link import Link
 from .config import TargetConfig
-from .reach import TargetStartError, close_quietly, connect_agent, open_link, resolve_all
+from .reach import TargetStartError, close_quietly, connect_agent, open_link
+from .session import TargetBase
 
 
-class RemoteTarget:
+class RemoteTarget(TargetBase):
     def __init__(self, config: TargetConfig, worker: str = "main", log_dir: Path | None = None) -> None:
         assert config.link is not None
         self.config = config
         self.worker = worker
-        self.link: EthernetLink | None = None
+        self.link: Link | None = None
         self.agent: AgentClient | None = None
-
-    @property
-    def capabilities(self) -> set[str]:
-        if self.agent is None:
-            return self.config.declared_capabilities()
-        hello = self.agent.hello
-        return self.config.declared_capabilities(hello.get("ops", []), hello.get("features", []))
 
     def start(self) -> None:
         link = self.config.link
         assert link is not None
         try:
             self.link = open_link(self.config, link, link.interface, link.netns, link.address)
-            resolve_all(self.link, self.config)
             self._connect_agent()
         except BaseException:
             self.stop()

@@ -98,6 +98,9 @@ class AfPacketLink(EthernetLink):
     def drops(self) -> int:
         return capture_drops(self.capture)
 
+    def fileno(self) -> int | None:
+        return self.capture.fileno()
+
     def close(self) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self._poll.unregister(self.capture.fileno())

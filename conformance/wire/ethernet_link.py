@@ -11,12 +11,12 @@ import time
 from collections import deque
 
 from .ethernet import ETH_IPV4, ETH_IPV6, Neighbours, format_mac
-from .link import DestinationGuard, Frame, LinkDown, Unreachable, destination, receive_spinning
+from .link import Frame, LinkBase, LinkDown, Unreachable, destination, receive_spinning
 
 RESOLVE_RETRY_S = 0.5
 
 
-class EthernetLink(DestinationGuard):
+class EthernetLink(LinkBase):
     """Sends IP packets as Ethernet frames to the resolved next hop; answers ARP/ND for the tester.
 
     ``receive`` reports the tester's own packets (``inbound=False``) and the packets addressed to the
@@ -41,8 +41,8 @@ class EthernetLink(DestinationGuard):
         """One frame from the medium as (frame, timestamp, sent_by_us), or None when nothing is queued."""
         raise NotImplementedError
 
-    def drops(self) -> int:
-        return 0
+    def fileno(self) -> int | None:
+        raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
@@ -61,6 +61,13 @@ class EthernetLink(DestinationGuard):
 
     def receive(self, timeout: float) -> Frame | None:
         return receive_spinning(self._read_one, self._poll, timeout)
+
+    def poll_frame(self) -> Frame | None:
+        return self._read_one()
+
+    def next_due(self) -> float | None:
+        """Frames already read from the medium (during address resolution, or the tester's own) are due now."""
+        return time.monotonic() if self._ready else None
 
     def flush(self) -> int:
         dropped = len(self._ready)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..tcp import SYN
 from .build import OutOption, OutSegment, build_packet
 
 
@@ -67,7 +68,7 @@ class SynFlood:
 
     def __init__(self, family: str, sources: list[str], target: str, dport: int, mss: int = 1460) -> None:
         self.family = family
-        template = build_packet(OutSegment(family, sources[0], target, 1024, dport, 1, 0, 0x02, 65535, 0,
+        template = build_packet(OutSegment(family, sources[0], target, 1024, dport, 1, 0, SYN, 65535, 0,
                                            [OutOption("mss", mss)]))  # fmt: skip
         self.template = bytearray(template)
         af_len = 4 if family == "ipv4" else 16

@@ -19,11 +19,12 @@ import itertools
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..targets.impair import Impairment
-from .tun import Frame
+from .impairment import Impairment, parse_impairment
+from .link import Frame, Link
 
 
 @dataclass
@@ -65,9 +66,9 @@ class _Fate:
 
 
 class ImpairedLink:
-    """Wraps a link (TUN or packet socket) and impairs both directions; other attributes pass through."""
+    """Wraps a link and impairs both directions; everything else is the inner link's."""
 
-    def __init__(self, inner: Any, impairment: Impairment, seed: int | None = None) -> None:
+    def __init__(self, inner: Link, impairment: Impairment, seed: int | None = None) -> None:
         self.inner = inner
         self.impairment = impairment
         rng = random.Random(seed)
@@ -80,14 +81,29 @@ class ImpairedLink:
         self._closed = False
         self._writer: threading.Thread | None = None
 
-    def __getattr__(self, name: str) -> Any:  # allow, check_destination, drops, tun_fd, ...
-        return getattr(self.inner, name)
+    # ---- what the inner link does unchanged -------------------------------------------------------------------
+    @property
+    def down(self) -> str | None:
+        return self.inner.down
+
+    def allow(self, *addresses: str) -> None:
+        self.inner.allow(*addresses)
+
+    def check_destination(self, packet: bytes) -> None:
+        self.inner.check_destination(packet)
+
+    def drops(self) -> int:
+        return self.inner.drops()
+
+    def fileno(self) -> int | None:
+        return self.inner.fileno()
+
+    def flood_writer(self) -> Callable[[bytes], None]:
+        return self.inner.flood_writer()  # floods measure load, not loss: they bypass the impairment
 
     # ---- tester -> target -------------------------------------------------------------------------
     def send(self, packet: bytes) -> None:
-        check = getattr(self.inner, "check_destination", None)
-        if check is not None:
-            check(packet)  # refuse at once, not later on the writer thread
+        self.inner.check_destination(packet)  # refuse at once, not later on the writer thread
         for delay in self.outbound.delays():
             if delay == 0.0:
                 self.inner.send(packet)
@@ -130,9 +146,26 @@ class ImpairedLink:
                 continue
             if not frame.inbound:
                 return frame  # the capture of the tester's own segment, already impaired on the way in
+            self._hold(frame, time.monotonic())
+
+    def poll_frame(self) -> Frame | None:
+        """A held frame whose delay is over, else the inner link's next frame (inbound ones get their fate)."""
+        while True:
             now = time.monotonic()
-            for delay in self.inbound.delays():
-                heapq.heappush(self._held, (now + delay, next(self._order), replace(frame, ts=frame.ts + delay)))
+            if self._held and self._held[0][0] <= now:
+                return heapq.heappop(self._held)[2]
+            frame = self.inner.poll_frame()
+            if frame is None or not frame.inbound:
+                return frame
+            self._hold(frame, now)
+
+    def next_due(self) -> float | None:
+        dues = [due for due in (self._held[0][0] if self._held else None, self.inner.next_due()) if due is not None]
+        return min(dues) if dues else None
+
+    def _hold(self, frame: Frame, now: float) -> None:
+        for delay in self.inbound.delays():
+            heapq.heappush(self._held, (now + delay, next(self._order), replace(frame, ts=frame.ts + delay)))
 
     def flush(self) -> int:
         dropped = len(self._held)
@@ -147,3 +180,9 @@ class ImpairedLink:
         if self._writer is not None:
             self._writer.join(timeout=1.0)
         self.inner.close()
+
+
+def impaired(link: Any, impair: str) -> Any:
+    """``link`` wrapped in the impairment a target entry (or --impair) names; the link itself on a clean one."""
+    impairment = parse_impairment(impair)
+    return ImpairedLink(link, impairment) if impairment.active else link

@@ -1,7 +1,10 @@
-"""What every link of the lower tester shares: the frame it reports, its errors, and the destination guard.
+"""What every link of the lower tester is: the ``Link`` protocol, the frame it reports, its errors, and the
+destination guard.
 
 A link carries IP packets between the tester and one target. Whatever the medium (TUN, an Ethernet
-interface, a QEMU/passt socket), it refuses to send to any address not declared for the target.
+interface, a QEMU/passt socket, a wrapper that impairs another link, a test's fake), it offers every capability
+of ``Link`` (callers never probe a link for optional attributes) and refuses to send to any address not declared
+for the target. Rules of this module: it imports nothing above the wire layer; a link never interprets TCP.
 """
 
 from __future__ import annotations
@@ -11,6 +14,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+from .impairment import Impairment
+
+CLEAN = Impairment()
+# All-hosts / all-nodes multicast: the group addresses cases may aim at besides the target itself.
+MULTICAST = {"ipv4": "224.0.0.1", "ipv6": "ff02::1"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,46 @@ def pack_address(addr: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
 
 
+class Link(Protocol):
+    """The lower tester's medium to one target. Every link kind implements all of it (``LinkBase`` gives the
+    defaults of a plain, clean link)."""
+
+    impairment: Impairment  # what the link is declared to do to frames (clean: nothing)
+    down: str | None  # why the link failed, once it has (its owner may then open a new one)
+
+    def send(self, packet: bytes) -> None:
+        """Write one IP packet towards the target; refuses undeclared destinations (UndeclaredDestination)."""
+
+    def poll_frame(self) -> Frame | None:
+        """The next frame that is ready now, in either direction, without waiting."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when the medium has frames (None: only ``next_due`` says)."""
+
+    def next_due(self) -> float | None:
+        """When (``time.monotonic()``) a frame the link holds itself becomes ready; None when it holds none."""
+
+    def receive(self, timeout: float) -> Frame | None:
+        """The next frame, waiting up to ``timeout`` seconds (for callers outside an event loop)."""
+
+    def flush(self) -> int:
+        """Discard what is queued (frames of earlier cases) and check the medium; how many frames went."""
+
+    def drops(self) -> int:
+        """Frames the capture lost since the last call."""
+
+    def check_destination(self, packet: bytes) -> None:
+        """Raise UndeclaredDestination unless the packet goes to a declared address."""
+
+    def allow(self, *addresses: str) -> None:
+        """Declare the target's addresses, the only destinations the link will ever send to."""
+
+    def flood_writer(self) -> Callable[[bytes], None]:
+        """The fastest way to write many packets whose destination the caller has checked once (floods)."""
+
+    def close(self) -> None: ...
+
+
 class DestinationGuard:
     """The allow-list of destinations; empty until ``allow`` is called, so nothing can be sent before."""
 
@@ -65,6 +115,22 @@ class DestinationGuard:
             raise UndeclaredDestination(
                 f"refusing to send to an address not declared for the target: {packet[:40].hex()}"
             )
+
+
+class LinkBase(DestinationGuard):
+    """Defaults every link shares: a clean link that holds no frames itself and loses none in its capture."""
+
+    impairment: Impairment = CLEAN
+    down: str | None = None
+
+    def next_due(self) -> float | None:
+        return None
+
+    def drops(self) -> int:
+        return 0
+
+    def flood_writer(self) -> Callable[[bytes], None]:
+        return self.send  # type: ignore[attr-defined, no-any-return]
 
 
 SPIN_S = 0.002

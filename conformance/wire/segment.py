@@ -10,7 +10,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from ..model.values import format_flags
+from ..tcp import ACK, FIN, SYN, format_flags
 
 PROTO_TCP = 6
 OPT_NAMES = {0: "eol", 1: "nop", 2: "mss", 3: "wscale", 4: "sackok", 5: "sack", 8: "ts", 30: "mptcp", 34: "tfo"}
@@ -98,7 +98,7 @@ class Segment:
     @property
     def length(self) -> int:
         """Sequence space used: payload plus one each for SYN and FIN."""
-        return len(self.payload) + (1 if self.flags & 0x02 else 0) + (1 if self.flags & 0x01 else 0)
+        return len(self.payload) + (1 if self.flags & SYN else 0) + (1 if self.flags & FIN else 0)
 
     @property
     def end_seq(self) -> int:
@@ -135,7 +135,7 @@ class Segment:
         """A tcpdump-like line: ``198.18.0.2.4000 > 198.18.0.1.80: SA seq 1 ack 2 win 65535 <mss 1460> len 0``."""
         parts = [f"{_addr(self.src, self.sport)} > {_addr(self.dst, self.dport)}:", format_flags(self.flags)]
         parts.append(f"seq {self.seq}")
-        if self.flags & 0x10 or self.ack:
+        if self.flags & ACK or self.ack:
             parts.append(f"ack {self.ack}")
         parts.append(f"win {self.window}")
         if self.urgent:

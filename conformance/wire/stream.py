@@ -86,6 +86,9 @@ class StreamLink(EthernetLink):
         del self._buffer[: 4 + length]
         return frame
 
+    def fileno(self) -> int | None:
+        return self.sock.fileno()
+
     def close(self) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self._poll.unregister(self.sock.fileno())

@@ -15,9 +15,11 @@ import os
 import select
 import socket
 import struct
+from collections.abc import Callable
 
 from .capture import PACKET_OUTGOING, capture_drops, open_capture, read_timestamped
-from .link import DestinationGuard, Frame, LinkDown, UndeclaredDestination, destination, receive_spinning
+from .flood import direct_writer
+from .link import Frame, LinkBase, LinkDown, UndeclaredDestination, destination, receive_spinning
 
 __all__ = ["Frame", "LinkDown", "TunLink", "UndeclaredDestination", "destination"]
 
@@ -26,7 +28,7 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 
 
-class TunLink(DestinationGuard):
+class TunLink(LinkBase):
     """A persistent, non-blocking TUN link. Create it inside the target's namespace (see ``open``)."""
 
     def __init__(self, tun_fd: int, capture: socket.socket, ifname: str) -> None:
@@ -60,6 +62,16 @@ class TunLink(DestinationGuard):
     def receive(self, timeout: float) -> Frame | None:
         """The next frame in either direction, or None when ``timeout`` seconds pass without one."""
         return receive_spinning(self._read_one, self._poll, timeout)
+
+    def poll_frame(self) -> Frame | None:
+        return self._read_one()
+
+    def fileno(self) -> int | None:
+        return self.capture.fileno()
+
+    def flood_writer(self) -> Callable[[bytes], None]:
+        """Straight into the TUN fd: no per-packet guard (the caller checks the one destination a flood has)."""
+        return direct_writer(self.tun_fd)
 
     def _read_one(self) -> Frame | None:
         got = read_timestamped(self.capture)

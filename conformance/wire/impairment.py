@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 _TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
@@ -98,11 +97,3 @@ def parse_impairment(text: str | None) -> Impairment:
     if imp.jitter_s > imp.delay_s:
         raise ImpairmentError(f"impairment {text!r}: the jitter is larger than the delay")
     return imp
-
-
-def impaired(link: Any, impair: str) -> Any:
-    """``link`` wrapped in the impairment a target entry (or --impair) names; the link itself on a clean one."""
-    from ..wire.impaired import ImpairedLink  # the wire layer needs the description types of this module
-
-    impairment = parse_impairment(impair)
-    return ImpairedLink(link, impairment) if impairment.active else link
