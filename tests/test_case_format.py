@@ -65,10 +65,12 @@ def test_every_shipped_case_loads(path: Path) -> None:
     assert re.fullmatch(r"[A-Z][A-Z0-9]*(-[A-Z0-9]+)*", case.id)
     assert case.steps
     lines = path.read_text(encoding="utf-8").splitlines()
-    # Each step's recorded line is where the step's action is written, in file order.
+    # Each step's recorded line is where the step's action is written, in file order; a step expanded from a
+    # fragment carries the line of the case's `use` step.
     assert [s.line for s in case.steps] == sorted(s.line for s in case.steps)
     for step in case.steps:
-        assert step.kind in lines[step.line - 1], (step.path, step.line, lines[step.line - 1])
+        written = "use" if step.origin else step.kind
+        assert written in lines[step.line - 1], (step.path, step.line, lines[step.line - 1])
 
 
 def test_shipped_case_ids_are_unique() -> None:
@@ -284,7 +286,7 @@ def test_schema_command_prints_json_schema() -> None:
     actions = {key for variant in steps["items"]["anyOf"] for key in variant["required"]}
     assert actions == {
         "send", "expect", "expect_none", "expect_count", "expect_one_of", "ut", "wait", "bind", "check", "isn_sample",
-        "syn_flood", "restart",
+        "syn_flood", "restart", "use",
     }  # fmt: skip
     assert set(schema["required"]) >= {"id", "title", "refs", "requirement", "level", "steps"}
 

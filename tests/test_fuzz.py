@@ -42,6 +42,7 @@ import yaml
 from hypothesis import HealthCheck, assume, event, given, reject, settings
 from hypothesis import strategies as st
 
+from conformance.model.fragment import load_fragments
 from conformance.model.loader import Case, CaseFormatError, load_case, parse_case
 from conformance.targets.config import TargetConfig, TargetConfigError, load_expectations, load_targets
 from conformance.wire.build import OutOption, OutSegment, build_packet
@@ -165,14 +166,16 @@ def dump(value: Any, style: str) -> str:
 CASE_KEYS = ["id", "title", "refs", "requirement", "level", "requires", "tags", "families", "timeout", "steps"]
 STEP_KINDS = [
     "send", "expect", "expect_none", "expect_count", "expect_one_of", "ut", "wait", "bind", "check", "isn_sample",
-    "syn_flood", "note",
+    "syn_flood", "use", "note",
 ]  # fmt: skip
+FRAGMENTS = load_fragments()
 FIELD_KEYS = [
     "flags", "seq", "ack", "window", "urgent", "options", "data", "len", "checksum", "doff", "ttl", "from_port",
     "to_port", "from_addr", "to_addr", "reserved", "ignore_flags", "end_seq", "timeout", "bind", "for", "reason",
     "count", "record", "op", "sock", "as", "nowait", "result", "how", "state", "eof", "expect_len", "expect_data",
     "backlog", "rcvbuf", "max", "value", "in", "spacing", "rate", "sources", "settle", "label", "behaviour",
     "expect", "none", "conforms", "then", "values", "name", "kind", "length",
+    "fragment", "syn_options", "syn_note", "synack_options", "ack_options", "call", "note",
 ]  # fmt: skip
 OPTION_NAMES = ["mss", "wscale", "sackok", "ts", "nop", "eol", "sack", "raw", "ts_val", "ts_ecr", "clamp"]
 SPECIAL_STRINGS = [
@@ -262,10 +265,21 @@ alternative = st.builds(
         },
     ),
 )
+use_steps = st.builds(
+    lambda body: {"use": body},
+    st.sampled_from([*FRAGMENTS, "pasive-open", ""])
+    | st.builds(
+        lambda name, more: {"fragment": name, **more},
+        st.sampled_from([*FRAGMENTS, "pasive-open"]) | values,
+        st.dictionaries(st.sampled_from(FIELD_KEYS), field_values, max_size=3),
+    )
+    | values,
+)
 step = st.one_of(
     single_steps,
     single_steps,
     single_steps,
+    use_steps,
     st.builds(lambda one, note: {**one, "note": note}, single_steps, st.sampled_from(["a note"]) | values),
     st.builds(lambda alts: {"expect_one_of": alts}, st.lists(alternative, max_size=4)),
     st.dictionaries(st.sampled_from(STEP_KINDS) | keys, body_of(field_values), max_size=3),
@@ -273,7 +287,8 @@ step = st.one_of(
 )
 OPTIONAL_META: dict[str, st.SearchStrategy[Any]] = {
     "requires": st.lists(st.sampled_from(["ut", "ut.listen", "flood", "tcp.sack"]) | values, max_size=3) | values,
-    "tags": st.lists(st.sampled_from(["fuzz", "a_b", "Bad", "9"]) | values, max_size=3) | values,
+    "tags": st.lists(st.sampled_from(["fuzz", "a_b", "Bad", "9", "handshake", "timewait"]) | values, max_size=3)
+    | values,
     "families": st.lists(st.sampled_from(["ipv4", "ipv6", "ipv5"]) | values, max_size=3) | values,
     "timeout": st.sampled_from(["30s", "1.5s", "61min", "0", "-1s"]) | values,
 }
@@ -319,6 +334,14 @@ YAML_FRAGMENTS = [
 yaml_like_text = st.lists(st.sampled_from(YAML_FRAGMENTS) | st.text(max_size=5), max_size=40).map("".join)
 
 
+def expanded_length(step: Any) -> int:
+    """How many steps a step of a document that loaded becomes: a fragment's length for a use step, else one."""
+    if isinstance(step, dict) and "use" in step:
+        body = step["use"]
+        return len(FRAGMENTS[body if isinstance(body, str) else body["fragment"]].steps)
+    return 1
+
+
 def check_case_text(text: str) -> Case | None:
     try:
         return parse_case(text, SOURCE)
@@ -350,7 +373,7 @@ def test_case_like_documents_are_a_case_or_one_error_line(doc: Any, style: str) 
     text = dump(doc, style)
     case = check_case_text(text)
     if case is not None:
-        assert case.id == doc["id"] and len(case.steps) == len(doc["steps"])
+        assert case.id == doc["id"] and len(case.steps) == sum(expanded_length(step) for step in doc["steps"])
 
 
 @FUZZ

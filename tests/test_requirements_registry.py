@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +20,13 @@ from conformance.grading.registry import (
     Requirement,
     cited_refs,
     describe,
+    level_disagreements,
     load_registry,
     missing_refs,
+    ref_problems,
     uncovered_must,
 )
-from conformance.model.loader import Case, load_case
+from conformance.model.loader import Case, load_case, parse_case
 from conformance.vocabulary import NUMBERED_REQUIREMENT
 from conformance.yamlfile import parse_yaml
 
@@ -194,3 +198,101 @@ def test_uncovered_must_ignores_cited_and_out_of_scope(registry: dict[str, Requi
     assert "rfc9293:MUST-10" not in ids  # simultaneous open: cited by the handshake cases
     assert "rfc9293:MUST-30" not in ids  # urgent data: out of scope
     assert {e.id for e in uncovered_must(registry, [])} >= {"rfc9293:MUST-10", "rfc9293:MUST-13"}
+
+
+# ---- (d) the level rule: a case's level is the level of every numbered requirement it cites ----------------
+
+LEVEL_CASE = """\
+id: LEVEL-01
+title: level test
+refs: [{refs}]
+requirement: a requirement written out in words
+level: {level}
+steps:
+  - ut: listen
+"""
+
+
+def level_case(level: str, refs: str) -> Case:
+    return parse_case(LEVEL_CASE.format(level=level, refs=refs), "level.yaml")
+
+
+def test_every_case_level_agrees_with_the_requirements_it_cites(
+    registry: dict[str, Requirement], cases: list[Case]
+) -> None:
+    lines = [p.line_text(str(p.file.relative_to(ROOT))) for p in level_disagreements(registry, cases)]
+    assert not lines, "levels that disagree with conformance/grading/requirements.yaml:\n" + "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("level", "refs"),
+    [
+        ("MUST", "rfc9293:3.4.1, rfc9293:MUST-8"),
+        ("MUST", "rfc9293:MUST-9"),  # MUST NOT counts as MUST
+        ("SHOULD", "rfc9293:SHLD-1, rfc6528:3"),  # a section's own level does not count
+        ("SHOULD", "rfc9293:REC-1"),  # RECOMMENDED counts as SHOULD
+        ("MAY", "rfc9293:MAY-2"),
+        ("INFO", "rfc9293:3.7.1, rfc793:page69"),
+    ],
+)
+def test_agreeing_levels_give_no_problem(registry: dict[str, Requirement], level: str, refs: str) -> None:
+    assert ref_problems(registry, [level_case(level, refs)]) == []
+
+
+def test_a_disagreement_names_the_case_the_place_and_both_levels(registry: dict[str, Requirement]) -> None:
+    case = level_case("SHOULD", "rfc9293:3.4.1, rfc9293:MUST-8, rfc9293:SHLD-1, rfc9293:MUST-9")
+    problems = level_disagreements(registry, [case])
+    assert [(p.index, p.ref, p.case_level, p.registry_level) for p in problems] == [
+        (1, "rfc9293:MUST-8", "SHOULD", "MUST"),
+        (3, "rfc9293:MUST-9", "SHOULD", "MUST NOT"),
+    ]
+    first = problems[0]
+    assert (first.file, first.line, first.column, first.case_id) == (Path("level.yaml"), 3, 23, "LEVEL-01")
+    assert first.line_text("level.yaml") == (
+        "level.yaml:3:23: refs[1]: rfc9293:MUST-8 is a MUST requirement but the case's level is SHOULD: "
+        "a case's level is the level of every numbered requirement it cites"
+    )
+
+
+def test_an_info_case_cites_no_numbered_requirement(registry: dict[str, Requirement]) -> None:
+    (problem,) = level_disagreements(registry, [level_case("INFO", "rfc9293:3.7.1, rfc9293:MUST-16")])
+    assert (problem.line, problem.column, problem.index) == (3, 23, 1)
+    assert problem.message() == (
+        "rfc9293:MUST-16 is a numbered requirement (MUST) and an INFO case cites none: cite the section instead "
+        "(e.g. rfc9293:3.7.1), or make the case MUST"
+    )
+
+
+def test_ref_problems_also_name_references_missing_from_the_registry(registry: dict[str, Requirement]) -> None:
+    problems = ref_problems(registry, [level_case("MUST", "rfc9293:MUST-999, rfc9293:MAY-2")])
+    assert [p.line_text("level.yaml") for p in problems] == [
+        "level.yaml:3:8: refs[0]: rfc9293:MUST-999 is not in the requirements registry "
+        "(conformance/grading/requirements.yaml)",
+        "level.yaml:3:26: refs[1]: rfc9293:MAY-2 is a MAY requirement but the case's level is MUST: "
+        "a case's level is the level of every numbered requirement it cites",
+    ]
+
+
+def test_check_reports_each_level_problem_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(LEVEL_CASE.format(level="MUST", refs="rfc9293:MUST-8"))
+    (tmp_path / "bad.yaml").write_text(LEVEL_CASE.format(level="SHOULD", refs="rfc9293:MUST-8, rfc9293:MUST-999"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "check", "."], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "bad.yaml:3:8: refs[0]: rfc9293:MUST-8 is a MUST requirement but the case's level is SHOULD: "
+        "a case's level is the level of every numbered requirement it cites",
+        "bad.yaml:3:24: refs[1]: rfc9293:MUST-999 is not in the requirements registry "
+        "(conformance/grading/requirements.yaml)",
+        "1 valid, 1 invalid",
+    ]
+
+
+def test_the_registry_command_still_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance.grading.registry"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "in-scope MUST requirements no case cites" in proc.stdout
+    assert "not in the registry" not in proc.stdout

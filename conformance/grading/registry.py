@@ -7,6 +7,12 @@ citable reference: a numbered RFC 9293 requirement (``rfc9293:MUST-13``), a sect
 ``load_registry`` validates the file (errors are one line naming the entry and the field); ``missing_refs`` lists
 the references of cases that the registry lacks; ``uncovered_must`` lists the in-scope MUST requirements that no
 case cites. ``python -m conformance.grading.registry`` prints that list for the shipped catalogue.
+
+The level rule: a case's ``level`` equals the level of every numbered requirement it cites (MUST NOT counts as
+MUST; SHOULD NOT and REC as SHOULD), because a case counts towards every numbered requirement it cites, and an
+INFO case cites no numbered requirement at all (it cites sections, e.g. ``rfc9293:3.7.1``). ``ref_problems`` lists
+each case reference that breaks the rule or is missing from the registry, with its place in the case file;
+``python -m conformance check`` reports them as errors.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -154,6 +161,12 @@ def documents(path: Path = REGISTRY_FILE) -> dict[str, Document]:
     return dict(_read(path).documents)
 
 
+@functools.cache
+def registered_levels(path: Path = REGISTRY_FILE) -> dict[str, str]:
+    """The level a case citing each registered id is graded at (MUST NOT as MUST, ...): grading's levels."""
+    return {rid: entry.case_level for rid, entry in load_registry(path).items() if entry.case_level is not None}
+
+
 def rfc_topic(number: str) -> str | None:
     """``1337`` -> ``TIME-WAIT assassination hazards``; None for an RFC the registry does not list."""
     document = documents().get(f"rfc{number}")
@@ -203,6 +216,77 @@ def uncovered_must(registry: Mapping[str, Requirement], cases: Iterable[Case]) -
     """The in-scope MUST / MUST NOT entries that no case cites, in registry order."""
     cited = cited_refs(cases)
     return [e for e in registry.values() if e.is_must and e.in_scope and e.id not in cited]
+
+
+@dataclass(frozen=True)
+class RefProblem:
+    """A reference of a case that breaks the level rule (``registry_level`` set) or is not in the registry."""
+
+    file: Path
+    line: int
+    column: int
+    index: int  # refs[index]
+    case_id: str
+    case_level: str
+    ref: str
+    registry_level: str | None  # the entry's key word (MUST NOT, ...); None: the registry lacks the reference
+    section: str | None = None  # the section stating the requirement, for the INFO hint
+
+    @property
+    def path(self) -> str:
+        return f"refs[{self.index}]"
+
+    def message(self) -> str:
+        if self.registry_level is None:
+            return f"{self.ref} is not in the requirements registry (conformance/grading/requirements.yaml)"
+        if self.case_level == "INFO":
+            hint = f" (e.g. rfc9293:{self.section})" if self.section else ""
+            return (
+                f"{self.ref} is a numbered requirement ({self.registry_level}) and an INFO case cites none: "
+                f"cite the section instead{hint}, or make the case {KEYWORD_LEVEL[self.registry_level]}"
+            )
+        return (
+            f"{self.ref} is a {self.registry_level} requirement but the case's level is {self.case_level}: "
+            f"a case's level is the level of every numbered requirement it cites"
+        )
+
+    def line_text(self, source: str) -> str:
+        """``file:line:col: refs[i]: message`` with ``source`` naming the case file."""
+        return f"{source}:{self.line}:{self.column}: {self.path}: {self.message()}"
+
+
+def level_disagreements(registry: Mapping[str, Requirement], cases: Iterable[Case]) -> list[RefProblem]:
+    """Every (case, numbered requirement) pair whose levels disagree, in case and refs order.
+
+    A case's level must equal the case level of each numbered requirement it cites (``Requirement.case_level``:
+    MUST NOT counts as MUST, SHOULD NOT as SHOULD); an INFO case may cite no numbered requirement.
+    """
+    out = []
+    for case in cases:
+        for index, ref in enumerate(case.meta.refs):
+            entry = registry.get(ref)
+            if entry is None or entry.kind != "requirement" or entry.level is None:
+                continue
+            if case.meta.level == "INFO" or entry.case_level != case.meta.level:
+                line, column = case.ref_place(index)
+                out.append(
+                    RefProblem(case.file, line, column, index, case.id, str(case.meta.level), ref, entry.level,
+                               entry.section)
+                )  # fmt: skip
+    return out
+
+
+def ref_problems(registry: Mapping[str, Requirement], cases: Iterable[Case]) -> list[RefProblem]:
+    """The level disagreements and the references missing from the registry, each at its place, per case."""
+    out = []
+    for case in cases:
+        level = str(case.meta.level)
+        for index, ref in enumerate(case.meta.refs):
+            if ref not in registry:
+                line, column = case.ref_place(index)
+                out.append(RefProblem(case.file, line, column, index, case.id, level, ref, None))
+        out.extend(level_disagreements(registry, [case]))
+    return sorted(out, key=lambda p: (str(p.file), p.index))
 
 
 def describe(entry: Requirement) -> str:

@@ -1,9 +1,11 @@
 """Pydantic models of a test case file (format v1).
 
-A file holds one test purpose: metadata (id, title, refs, requirement, level, requires, tags) and a list of
-steps. Every step is a mapping with exactly one action key (send, expect, expect_none, expect_one_of, ut,
-wait, bind) and optionally ``note``. Validation of a step's body is done per action model, so error locations
-read ``steps[3].expect.flags`` rather than naming union members.
+A file holds one test purpose: metadata (id, title, refs, requirement, level, requires, tags, alone) and a list
+of steps. Every step is a mapping with exactly one action key (the keys of ``STEP_MODELS``) and optionally
+``note``, or a ``use`` step naming a fragment (conformance/model/fragment.py), which the loader expands into
+ordinary steps. Validation of a step's body is done per action model, so error locations read
+``steps[3].expect.flags`` rather than naming union members. Tags are checked against the tag registry
+(conformance/model/tags.py) by the loader, not here.
 """
 
 from __future__ import annotations
@@ -360,6 +362,9 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
     "restart": RestartSpec,
 }
 
+# A step that stands for a fragment's steps: ``use: passive-open`` or ``use: {fragment: passive-open, ...}``.
+USE_STEP = "use"
+
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
 
 
@@ -375,6 +380,12 @@ class CaseMeta(Strict):
     tags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = []
     families: list[Family] = Field(["ipv4", "ipv6"], min_length=1)
     timeout: Duration = 30.0
+    alone: str | None = Field(
+        None,
+        min_length=10,
+        description="why the case must run with no other case in flight: it restarts the stack, floods it, samples "
+        "its ISNs or measures something other connections would disturb",
+    )
     steps: list[Any] = Field(min_length=1)
 
     @field_validator("families")
@@ -383,28 +394,3 @@ class CaseMeta(Strict):
         if len(set(value)) != len(value):
             raise ValueError("each family at most once")
         return value
-
-
-def json_schema() -> dict[str, Any]:
-    """A JSON schema of the case format for editors (steps spelled out per action)."""
-    defs: dict[str, Any] = {}
-    step_variants = []
-    for key, model in STEP_MODELS.items():
-        schema = model.model_json_schema(ref_template="#/$defs/{model}", by_alias=True)
-        defs.update(schema.pop("$defs", {}))
-        defs[model.__name__] = schema
-        ref = {"$ref": f"#/$defs/{model.__name__}"}
-        body = {"type": "array", "items": ref} if key == "expect_one_of" else ref
-        if key == "ut":
-            body = {"anyOf": [ref, {"type": "string"}]}
-        step_variants.append(
-            {"type": "object", "properties": {key: body, "note": {"type": "string"}},
-             "required": [key], "additionalProperties": False}
-        )  # fmt: skip
-    schema = CaseMeta.model_json_schema(ref_template="#/$defs/{model}", by_alias=True)
-    defs.update(schema.pop("$defs", {}))
-    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "items": {"anyOf": step_variants}}
-    schema["$defs"] = defs
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "TCP conformance test case (format v1)"
-    return schema

@@ -1,131 +1,100 @@
-"""Load YAML case files into validated cases, with errors that name file:line:col and the field."""
+"""Load YAML case files into validated cases, with errors that name file:line:col and the field.
+
+Rules of this module: a case file becomes a ``Case`` (its metadata and a flat list of ``Step``) or exactly one
+``CaseFormatError`` line ``file:line:col: path: message`` at the first problem. A ``use`` step is expanded here into
+the fragment's steps (conformance/model/fragment.py), each carrying the ``use`` step's line and its ``origin``; the
+engine never sees a ``use``. Tags must be in the tag registry (conformance/model/tags.py). A step that changes what
+other cases see (restart, syn_flood, isn_sample) needs the case to declare ``alone``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel
+from ..yamlfile import Document, Path_, load_validated, parse_yaml
+from .builder import Case, CaseBuilder, CaseFormatError, ParsedAlternative, Step
+from .case import CaseMeta
+from .fragment import Fragment, expand, load_fragments
+from .suggest import did_you_mean
+from .tags import TAGS_FILE, load_tags, tags_source
 
-from ..yamlfile import Document, DocumentError, Located, Path_, format_path, load_validated, parse_yaml
-from .case import STEP_MODELS, Alternative, CaseMeta
-
-
-class CaseFormatError(DocumentError):
-    """One line: ``file:line:col: field.path: message``."""
-
-
-@dataclass(frozen=True)
-class Step:
-    """A validated step with its place in the file."""
-
-    kind: str
-    spec: Any  # the action model, or a list of ParsedAlternative for expect_one_of
-    path: str
-    line: int
-    note: str | None = None
-    origin: str | None = None  # expanded from a fragment: "fragment-name[index]"
+__all__ = ["Case", "CaseFormatError", "ParsedAlternative", "Step", "build_case", "load_case", "parse_case"]
 
 
-@dataclass(frozen=True)
-class ParsedAlternative:
-    alt: Alternative
-    then: list[Step]
-    line: int
-
-
-@dataclass(frozen=True)
-class Case:
-    meta: CaseMeta
-    steps: list[Step]
-    file: Path
-    line: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.meta.id
-
-
-class CaseBuilder:
-    """Builds the steps of one case document, with errors at their places."""
-
-    def __init__(self, located: Located) -> None:
-        self.located = located
-
-    def error(self, path: Path_, message: str, *, at_key: bool = False) -> DocumentError:
-        return self.located.at(path, message, at_key=at_key)
-
-    def validate(self, model: type[BaseModel], data: Any, path: Path_) -> Any:
-        return self.located.validate(model, data, path)
-
-    def steps(self, raw: Any, path: Path_) -> list[Step]:
-        if not isinstance(raw, list):
-            raise self.error(path, "steps must be a list")
-        return [self.step(item, (*path, i)) for i, item in enumerate(raw)]
-
-    def step(self, raw: Any, path: Path_) -> Step:
-        if not isinstance(raw, dict):
-            raise self.error(path, f"a step is a mapping with one action ({', '.join(STEP_MODELS)})")
-        note = raw.get("note")
-        actions = [k for k in raw if k != "note"]
-        unknown = [k for k in actions if k not in STEP_MODELS]
-        if unknown:
-            raise self.error(
-                (*path, unknown[0]), f"unknown step '{unknown[0]}' (known: {', '.join(STEP_MODELS)})", at_key=True
-            )
-        if len(actions) != 1:
-            raise self.error(path, f"a step has exactly one action, found {len(actions)}: {', '.join(actions)}")
-        kind = actions[0]
-        body_path = (*path, kind)
-        line = self.located.line_of(path)
-        if note is not None and not isinstance(note, str):
-            raise self.error((*path, "note"), "note must be text")
-        if kind == "expect_one_of":
-            return Step(kind, self.alternatives(raw[kind], body_path), format_path(path), line, note)
-        spec = self.validate(STEP_MODELS[kind], raw[kind], body_path)
-        return Step(kind, spec, format_path(path), line, note)
-
-    def alternatives(self, raw: Any, path: Path_) -> list[ParsedAlternative]:
-        if not isinstance(raw, list) or len(raw) < 2:
-            raise self.error(path, "expect_one_of needs a list of at least two alternatives")
-        out, labels = [], set()
-        for i, item in enumerate(raw):
-            alt = self.validate(Alternative, item, (*path, i))
-            if alt.label in labels:
-                raise self.error((*path, i, "label"), f"duplicate label '{alt.label}'")
-            labels.add(alt.label)
-            if alt.none is not None and any(a.alt.none is not None for a in out):
-                raise self.error((*path, i, "none"), "at most one alternative can be silence")
-            then = self.steps(alt.then, (*path, i, "then")) if alt.then else []
-            out.append(ParsedAlternative(alt, then, self.located.line_of((*path, i))))
-        return out
-
-
-def parse_case(text: str, source: str, file: Path | None = None) -> Case:
+def parse_case(
+    text: str, source: str, file: Path | None = None, fragments: Mapping[str, Fragment] | None = None
+) -> Case:
+    """A case from YAML text; ``fragments`` replaces the shipped fragments (for tests)."""
     document = parse_yaml(text, source, CaseFormatError)
     try:
-        return build_case(document, file or Path(source))
+        return build_case(document, file or Path(source), fragments)
     except RecursionError:
         raise CaseFormatError(f"{source}:1:1: (top): YAML nested too deeply") from None
 
 
-def build_case(document: Document, file: Path) -> Case:
+def build_case(document: Document, file: Path, fragments: Mapping[str, Fragment] | None = None) -> Case:
     located = document.located(CaseFormatError)
-    builder = CaseBuilder(located)
+    known = load_fragments() if fragments is None else fragments
+    builder = CaseBuilder(located, lambda b, raw, path: expand(b, raw, path, known))
     data = document.data
     if not isinstance(data, dict):
         raise builder.error((), "a case file is a mapping (id, title, refs, ..., steps)")
     meta = builder.validate(CaseMeta, data, ())
+    _check_tags(builder, meta.tags)
     steps = builder.steps(data["steps"], ("steps",))
-    return Case(meta=meta, steps=steps, file=file, line=located.line_of(()))
+    if meta.alone is None:
+        _require_alone(builder, steps)
+    ref_places = tuple(located.positions.find(("refs", i)) for i in range(len(meta.refs)))
+    return Case(meta=meta, steps=steps, file=file, line=located.line_of(()), ref_places=ref_places)
 
 
-def load_case(path: Path, root: Path | None = None) -> Case:
+def _check_tags(builder: CaseBuilder, tags: list[str]) -> None:
+    """Every tag is in the registry (with a did-you-mean), and each at most once."""
+    known = load_tags()
+    for i, tag in enumerate(tags):
+        if tag not in known:
+            message = f"unknown tag '{tag}'{did_you_mean(tag, known)}: the tags are listed in {tags_source(TAGS_FILE)}"
+            raise builder.error(("tags", i), message)
+        if tag in tags[:i]:
+            raise builder.error(("tags", i), f"tag '{tag}' is given twice")
+
+
+ALONE_STEPS = {
+    "restart": "restarts the stack (every connection of other cases would go)",
+    "syn_flood": "floods the stack (other cases would meet its load and its SYN cookies)",
+    "isn_sample": "samples the stack's ISNs (other cases' connections would move a counter-based ISN)",
+}
+
+
+def _require_alone(builder: CaseBuilder, steps: list[Step]) -> None:
+    """A step that changes what other cases see needs the case to say so (``alone:``), so it runs alone."""
+    for step in steps:
+        if step.kind == "isn_sample" and step.spec.same_port:
+            continue  # one 4-tuple again and again: other connections only add to a counter's increase
+        if step.kind in ALONE_STEPS:
+            raise builder.error(
+                _parse_path(step.path),
+                f"this step {ALONE_STEPS[step.kind]}: declare `alone: <why>` so the case runs with no other in flight",
+            )
+        if step.kind == "expect_one_of":
+            for alternative in step.spec:
+                _require_alone(builder, alternative.then)
+
+
+def _parse_path(text: str) -> Path_:
+    """``steps[3].expect_one_of[0].then[1]`` back into its parts."""
+    parts: list[str | int] = []
+    for name, index in re.findall(r"([A-Za-z_]+)|\[(\d+)\]", text):
+        parts.append(name if name else int(index))
+    return tuple(parts)
+
+
+def load_case(path: Path, root: Path | None = None, fragments: Mapping[str, Fragment] | None = None) -> Case:
     """Read and validate one case file; the error text names the path relative to ``root``."""
     try:
         source = str(path.relative_to(root)) if root else str(path)
     except ValueError:
         source = str(path)
-    return load_validated(path, lambda document: build_case(document, path), CaseFormatError, source)
+    return load_validated(path, lambda document: build_case(document, path, fragments), CaseFormatError, source)
