@@ -8,6 +8,12 @@ described in docs/agent-protocol.md.
 
 This file is copied alone to remote hosts: it uses only the standard library, runs on Python 3.8+
 (Linux, the BSDs, macOS, Windows) and must not import the ``conformance`` package.
+
+It is also the library of the other agents written in Python: the zoo's PyTCP agent (zoo/pytcp/pytcp_agent.py)
+imports this file by path for everything a session does before and after its ops (the token check and the other
+request checks in `Gate`, the answers, hello's fields, the argument checks), so that every Python
+agent refuses and answers alike. Keep those names and signatures when changing them, and keep them free of the
+threads and sockets of `Session`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
 VERSION = "1.0.0"
@@ -136,12 +142,17 @@ def handle_arg(req: dict) -> int:
     return arg(req, "sock", int)
 
 
-def deadline_arg(req: dict, default_ms: int) -> float:
-    """The monotonic time at which a blocking op gives up, from ``timeout_ms``."""
+def timeout_arg(req: dict, default_ms: int) -> float:
+    """How long a blocking op may wait, in seconds, from ``timeout_ms``."""
     timeout_ms = arg(req, "timeout_ms", (int, float), default_ms)
     if not (0 <= timeout_ms < 1e12):  # also refuses NaN and infinity
         raise OpError("EINVAL", "timeout_ms must be a finite, non-negative number")
-    return time.monotonic() + timeout_ms / 1000.0
+    return timeout_ms / 1000.0
+
+
+def deadline_arg(req: dict, default_ms: int) -> float:
+    """The monotonic time at which a blocking op gives up, from ``timeout_ms``."""
+    return time.monotonic() + timeout_arg(req, default_ms)
 
 
 def pattern(length: int) -> bytes:
@@ -401,13 +412,66 @@ class SocketTable:
             sock.close()
 
 
+# ---- requests and answers (shared with the zoo's Python agents) -------------------------------------
+
+
+def read_request(line: bytes) -> tuple[int | None, Any, dict]:
+    """``(id, op, request)`` of a non-blank request line; EINVAL (answered with id null) unless it is a JSON
+    object. The id is None unless it is an integer, and `Gate.check` refuses such a request."""
+    try:
+        req = json.loads(line.decode("utf-8"))
+        if not isinstance(req, dict):
+            raise ValueError("a request must be a JSON object")
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, absurd nesting
+        raise OpError("EINVAL", f"malformed request: {type(exc).__name__}") from None
+    req_id = req.get("id")
+    if not isinstance(req_id, int) or isinstance(req_id, bool):
+        req_id = None
+    return req_id, req.get("op"), req
+
+
+def response_line(response: dict) -> bytes:
+    """One response as the protocol line that carries it."""
+    return (json.dumps(response, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def error_response(req_id: Any, exc: OpError) -> dict:
+    """The response to a failed request (protocol section 4)."""
+    return {"id": req_id, "ok": False, "error": exc.error, "message": exc.message, **exc.extra}
+
+
+def hello_result(config: Config, implementation: str, platform_name: str, ops: Iterable[str], **more: Any) -> dict:
+    """hello's result (protocol section 5.1); ``more``: fields of one agent only, such as ``features``."""
+    return {
+        "protocol": PROTOCOL,
+        "implementation": implementation,
+        "platform": platform_name,
+        "python": platform.python_version(),
+        "pid": os.getpid(),
+        "ops": list(ops),
+        **more,
+        "allow_connect": [str(network) for network in config.allowed],
+    }
+
+
+def op_error(op: str, exc: Exception, name_of: Callable[[OSError], str] = errno_name) -> OpError:
+    """The error answer of an op that raised ``exc``: its own OpError, an OSError's errno name (by ``name_of``),
+    else EIO for a bug, which is logged."""
+    if isinstance(exc, OpError):
+        return exc
+    if isinstance(exc, OSError):
+        return OpError(name_of(exc), exc.strerror or str(exc))
+    log(f"{op} failed unexpectedly: {exc!r}")
+    return OpError("EIO", f"internal error: {exc!r}")
+
+
 # ---- sessions --------------------------------------------------------------------------------------
 
 
 class Config:
     """What the command line allows: the token and the addresses ``connect`` may reach."""
 
-    def __init__(self, token: str | None, allow_connect: list, close_on_reject: bool) -> None:
+    def __init__(self, token: str | None, allow_connect: list, close_on_reject: bool = False) -> None:
         self.token = token
         self.allowed = [ipaddress.ip_network(item, strict=False) for item in allow_connect]
         self.close_on_reject = close_on_reject
@@ -421,9 +485,49 @@ class Config:
             raise OpError("EPERM", f"connect to {addr} is not allowed (see --allow-connect)")
 
     def token_matches(self, token: Any) -> bool:
+        """Whether ``token`` is the agent's token, compared in constant time; never true without one."""
         if not isinstance(token, str) or self.token is None:
             return False
         return hmac.compare_digest(token.encode("utf-8"), self.token.encode("utf-8"))
+
+
+class Gate:
+    """What every request of one session passes before its op runs (protocol sections 2 and 3): with a token,
+    the first request must be ``hello`` carrying it, and once a request was refused for that, every later one is
+    refused too; then an integer id and a known op."""
+
+    def __init__(self, config: Config, ops: Iterable[str] = OPS) -> None:
+        self.config = config
+        self.ops = tuple(ops)
+        self.authenticated = config.token is None
+        self.rejected = False
+
+    def admit(self, line: bytes, reply_error: Callable[[Any, OpError], None]) -> tuple[int, str, dict] | None:
+        """``(id, op, request)`` of a request line that may run; None for a blank line, and for a line refused
+        here once its error answer has gone out through ``reply_error``."""
+        line = line.strip()
+        if not line:
+            return None
+        req_id = None
+        try:
+            req_id, op, req = read_request(line)
+            self.check(req_id, op, req)
+        except OpError as exc:
+            reply_error(req_id, exc)
+            return None
+        return req_id, op, req
+
+    def check(self, req_id: int | None, op: Any, req: dict) -> None:
+        """Raise OpError (EACCES, EINVAL) unless the request may run."""
+        if not self.authenticated:
+            if self.rejected or op != "hello" or not self.config.token_matches(req.get("token")):
+                self.rejected = True
+                raise OpError("EACCES", "the first request must be hello with the agent's token")
+            self.authenticated = True
+        if req_id is None:
+            raise OpError("EINVAL", "the request id must be an integer")
+        if op not in self.ops:
+            raise OpError("EINVAL", f"unknown op {op!r}; known ops: {', '.join(self.ops)}")
 
 
 class Session:
@@ -434,8 +538,7 @@ class Session:
         self.config = config
         self.sockets = SocketTable()
         self.write_lock = threading.Lock()
-        self.authenticated = config.token is None
-        self.rejected = False
+        self.gate = Gate(config)
 
     def serve(self, lines: Iterable[bytes]) -> None:
         """Answer requests until ``bye``, a rejected handshake in TCP mode, or the end of the input."""
@@ -450,24 +553,10 @@ class Session:
 
     def handle_line(self, line: bytes) -> bool:
         """Handle one request line; False when the session must end."""
-        line = line.strip()
-        if not line:
-            return True
-        try:
-            req = json.loads(line.decode("utf-8"))
-            if not isinstance(req, dict):
-                raise ValueError("a request must be a JSON object")
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, absurd nesting
-            self.reply_error(None, OpError("EINVAL", f"malformed request: {type(exc).__name__}"))
-            return True
-        req_id, op = req.get("id"), req.get("op")
-        if not isinstance(req_id, int) or isinstance(req_id, bool):
-            req_id = None  # answered with id null; check_request rejects the request
-        try:
-            self.check_request(req_id, op, req)
-        except OpError as exc:
-            self.reply_error(req_id, exc)
-            return not (self.rejected and self.config.close_on_reject)
+        request = self.gate.admit(line, self.reply_error)
+        if request is None:  # blank or refused; in TCP mode a refused handshake ends the session
+            return not (self.gate.rejected and self.config.close_on_reject)
+        req_id, op, req = request
         if op in THREADED_OPS:
             worker = threading.Thread(target=self.run, args=(req_id, op, req), name=f"{op}-{req_id}")
             worker.daemon = True
@@ -476,37 +565,20 @@ class Session:
         self.run(req_id, op, req)
         return op != "bye"
 
-    def check_request(self, req_id: int | None, op: Any, req: dict) -> None:
-        """Reject requests before the handshake, without an integer id, or naming no known op."""
-        if not self.authenticated:
-            if self.rejected or op != "hello" or not self.config.token_matches(req.get("token")):
-                self.rejected = True
-                raise OpError("EACCES", "the first request must be hello with the agent's token")
-            self.authenticated = True
-        if req_id is None:
-            raise OpError("EINVAL", "the request id must be an integer")
-        if op not in OPS:
-            raise OpError("EINVAL", f"unknown op {op!r}; known ops: {', '.join(OPS)}")
-
     def run(self, req_id: int, op: str, req: dict) -> None:
         """Execute one op and answer it; a failure, even a bug, costs this request only."""
         try:
             result = getattr(self, "op_" + op)(req)
-        except OpError as exc:
-            self.reply_error(req_id, exc)
-        except OSError as exc:
-            self.reply_error(req_id, OpError(errno_name(exc), exc.strerror or str(exc)))
         except Exception as exc:
-            log(f"{op} failed unexpectedly: {exc!r}")
-            self.reply_error(req_id, OpError("EIO", f"internal error: {exc!r}"))
+            self.reply_error(req_id, op_error(op, exc))
         else:
             self.write({"id": req_id, "ok": True, **result})
 
     def reply_error(self, req_id: Any, exc: OpError) -> None:
-        self.write({"id": req_id, "ok": False, "error": exc.error, "message": exc.message, **exc.extra})
+        self.write(error_response(req_id, exc))
 
     def write(self, response: dict) -> None:
-        data = (json.dumps(response, separators=(",", ":")) + "\n").encode("utf-8")
+        data = response_line(response)
         with self.write_lock:
             try:
                 self.out.write(data)
@@ -517,16 +589,8 @@ class Session:
     # ---- ops: each takes the request and returns the result fields ----
 
     def op_hello(self, req: dict) -> dict:
-        return {
-            "protocol": PROTOCOL,
-            "implementation": f"python-agent/{VERSION}",
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "pid": os.getpid(),
-            "ops": list(OPS),
-            "features": list(FEATURES),
-            "allow_connect": [str(network) for network in self.config.allowed],
-        }
+        implementation = f"python-agent/{VERSION}"
+        return hello_result(self.config, implementation, platform.platform(), OPS, features=list(FEATURES))
 
     def op_bye(self, req: dict) -> dict:
         return {}

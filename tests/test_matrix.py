@@ -301,9 +301,10 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "invalid.json": ("{not json", "not a results.json (invalid JSON at line 1)"),
         "list.json": ("[1, 2]", "not a results.json (no 'tcp-conformance/results/N' schema)"),
         "other.json": ('{"schema": "something/else"}', "not a results.json"),
-        "v2.json": (
-            '{"schema": "tcp-conformance/results/2", "cases": []}',
-            "unsupported results schema 'tcp-conformance/results/2' (this suite reads 'tcp-conformance/results/1')",
+        "v9.json": (
+            '{"schema": "tcp-conformance/results/9", "cases": []}',
+            "unsupported results schema 'tcp-conformance/results/9' (this suite reads 'tcp-conformance/results/1', "
+            "'tcp-conformance/results/2')",
         ),
         "cases.json": ('{"schema": "tcp-conformance/results/1", "cases": 3}', "'cases' is not a list of objects"),
         "binary.json": (b"\xff\xfe\x00", "cannot read"),
@@ -320,7 +321,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["invalid.json", "list.json", "other.json", "v2.json", "cases.json", "binary.json",
+@pytest.mark.parametrize("name", ["invalid.json", "list.json", "other.json", "v9.json", "cases.json", "binary.json",
                                   "missing.json"])  # fmt: skip
 @pytest.mark.parametrize("command", ["merge", "html"])
 def test_bad_results_are_one_line_and_exit_2(

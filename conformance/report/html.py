@@ -2,18 +2,15 @@
 
 The page is laid out like an ISO/IEC 9646 test report (identification, IUT, summary, per-case results), headed
 by the conformance statement when results.json carries a grade; every case's details show a ladder diagram of
-its frames (conformance/report/ladder.py). It has to work offline, from a CI artifact or a mail attachment:
-inline CSS, inline SVG and a little vanilla JS, no external request. Case data is untrusted, so every value
-goes through `html.escape`; on top of that a Content-Security-Policy that allows only the hashes of our own
-inline style and script keeps any markup that slipped through inert and forbids every network fetch.
+its frames (conformance/report/ladder.py). The page skeleton and its rules (offline, one hashed inline style and
+script under a Content-Security-Policy, the shared look, every value escaped, atomic writing) are those of
+conformance/report/page.py; this module adds only the report's own CSS, its little vanilla JS and its content.
+Case data is untrusted: every value goes through `_e` (page.escape). It also names each case's element id
+(`case_anchors`), the ``index.html#case-...`` targets that the matrix (conformance/report/matrix.py) links to.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
-import os
 import pathlib
 import re
 from collections import Counter
@@ -24,6 +21,8 @@ from urllib.parse import quote, urlsplit
 
 from ..vocabulary import CATEGORIES, LEVELS, VERDICTS
 from .ladder import ladder_svg
+from .page import escape as _e
+from .page import render_page, write_page
 
 DIRECTIONS = {"out": "tester \u2192 target", "in": "target \u2192 tester"}
 NO_LEVEL = "-"
@@ -36,32 +35,22 @@ CATEGORY_TEXT = {
 }
 _RFC = re.compile(r"\brfc[\s-]*0*(\d{1,5})", re.IGNORECASE)
 
+# The report's own rules, after page.BASE_CSS.
 _CSS = """
-:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --head: #f6f8fa; --accent: #0b4f8a; }
-* { box-sizing: border-box; }
-body { margin: 0 auto; max-width: 1280px; padding: 1.5rem; color: var(--fg); background: #fff;
-  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-h1 { font-size: 1.6rem; margin: 0 0 .25rem; }
-h2 { font-size: 1.2rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 2px solid var(--line); }
+body { margin: 0 auto; max-width: 1280px; }
 h3 { font-size: 1rem; margin: 1rem 0 .4rem; }
-a { color: var(--accent); }
-code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
-  font-size: 12.5px; }
 pre { margin: 0; padding: .5rem .7rem; background: var(--head); border: 1px solid var(--line);
   border-radius: 4px; white-space: pre-wrap; overflow-wrap: anywhere; }
-table { border-collapse: collapse; width: 100%; margin: .3rem 0 .8rem; }
-th, td { border: 1px solid var(--line); padding: .3rem .5rem; text-align: left; vertical-align: top; }
-th { background: var(--head); font-weight: 600; }
+table { width: 100%; }
 table.kv th { width: 14rem; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.muted { color: var(--muted); }
+td.num, th.num { white-space: nowrap; }
 .subtitle { color: var(--muted); margin: 0 0 1rem; }
 .notice { border: 1px solid #d4a72c; background: #fff8c5; padding: .4rem .7rem; border-radius: 4px; }
 .badge { display: inline-block; min-width: 6.5em; padding: .05rem .45rem; border-radius: 3px; color: #fff;
   font-weight: 600; font-size: 12px; text-align: center; white-space: nowrap;
   -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-.v-pass { background: #1a7f37; }
-.v-fail { background: #cf222e; }
+.v-pass { background: var(--pass); }
+.v-fail { background: var(--fail); }
 .v-inconclusive { background: #9a6700; }
 .v-error { background: #8250df; }
 .v-not-run, .v-other { background: #6e7781; }
@@ -83,11 +72,11 @@ details.case > .body { padding: .3rem .9rem .8rem; }
 .sxs { display: grid; grid-template-columns: 1fr 1fr; gap: .6rem; }
 .sxs h4 { margin: .2rem 0; font-size: .85rem; }
 .toolbar { margin: .4rem 0; }
-.badge.c-pass { background: #1a7f37; }
-.badge.c-fail { background: #cf222e; }
-.badge.c-non-strict { background: #d4a72c; color: #1f2328; }
-.badge.c-info { background: #218bff; }
-.badge.c-incomplete, .badge.c-other { background: #8c959f; }
+.badge.c-pass { background: var(--pass); }
+.badge.c-fail { background: var(--fail); }
+.badge.c-non-strict { background: var(--non-strict); color: var(--fg); }
+.badge.c-info { background: var(--info); }
+.badge.c-incomplete, .badge.c-other { background: var(--incomplete); }
 header { border-bottom: 3px solid var(--accent); margin-bottom: 1rem; padding-bottom: .4rem; }
 #grade h2 { margin-top: 1rem; }
 .statement { display: flex; gap: 1.2rem; align-items: center; margin: .4rem 0 1rem; padding: .8rem 1.1rem;
@@ -105,11 +94,11 @@ header { border-bottom: 3px solid var(--accent); margin-bottom: 1rem; padding-bo
 .grade-grid > div:first-child { flex: 1 1 40rem; }
 .grade-grid > div:last-child { flex: 0 1 24rem; }
 .cards.categories { flex-wrap: nowrap; }
-.cards.categories li { flex: 1 1 0; border-top: 5px solid #8c959f; min-width: 7.5rem; }
-.cards.categories li.cat-pass { border-top-color: #1a7f37; }
-.cards.categories li.cat-non-strict { border-top-color: #d4a72c; }
-.cards.categories li.cat-fail { border-top-color: #cf222e; }
-.cards.categories li.cat-info { border-top-color: #218bff; }
+.cards.categories li { flex: 1 1 0; border-top: 5px solid var(--incomplete); min-width: 7.5rem; }
+.cards.categories li.cat-pass { border-top-color: var(--pass); }
+.cards.categories li.cat-non-strict { border-top-color: var(--non-strict); }
+.cards.categories li.cat-fail { border-top-color: var(--fail); }
+.cards.categories li.cat-info { border-top-color: var(--info); }
 .cards .what { display: block; font-size: 12px; color: var(--muted); }
 #matrix td:first-child, #matrix td.cases code { white-space: nowrap; }
 #matrix td.cases { width: 30%; }
@@ -117,7 +106,6 @@ header { border-bottom: 3px solid var(--accent); margin-bottom: 1rem; padding-bo
 .ladder-wrap { overflow-x: auto; margin: .3rem 0 .8rem; padding: .3rem; border: 1px solid var(--line);
   border-radius: 4px; background: #fff; }
 .ladder-wrap svg { display: block; max-width: 100%; height: auto; }
-[hidden] { display: none !important; }
 @media print {
   body { max-width: none; padding: 0; font-size: 11px; }
   #filters, .toolbar { display: none !important; }
@@ -128,7 +116,6 @@ header { border-bottom: 3px solid var(--accent); margin-bottom: 1rem; padding-bo
 }
 """
 
-# ASCII only: the CSP hash is over the UTF-8 bytes the browser sees.
 _JS = """
 (function () {
   "use strict";
@@ -199,11 +186,6 @@ _JS = """
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _e(value: Any) -> str:
-    """Escape any value for text or a quoted attribute; None renders as nothing."""
-    return "" if value is None else html.escape(str(value), quote=True)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -300,13 +282,13 @@ def _elapsed(started: Any, finished: Any) -> str:
     return f"{delta.total_seconds():.1f}\u00a0s"
 
 
-def _csp_hash(source: str) -> str:
-    digest = hashlib.sha256(source.encode("utf-8")).digest()
-    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+def case_anchors(cases: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The element id of each case's details in the report, in the order of ``cases``.
 
-
-def _anchors(cases: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Readable, unique element ids (`case-simopen-01-ipv4`) usable as `report.html#case-...` links."""
+    Readable, from the case's id and family (``case-simopen-01-ipv4``), so a link ``index.html#case-...`` can be
+    written by hand or by another page (the matrix links its cells to them); unique within the run: a repeated
+    id and family gets ``-2``, ``-3``, ... in order. The same cases in the same order always get the same ids.
+    """
     out: list[str] = []
     used: set[str] = set()
     for case in cases:
@@ -355,21 +337,6 @@ def _pcap(path: Any) -> str:
 
 
 # --------------------------------------------------------------------------- page sections
-
-
-def _head(results: Mapping[str, Any]) -> str:
-    csp = (
-        f"default-src 'none'; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_JS)}; "
-        "img-src 'none'; form-action 'none'; base-uri 'none'"
-    )
-    title = f"TCP conformance test report \u2014 {results.get('run_id', '')}"
-    return (
-        '<head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta name="generator" content="tcp-conformance {_e(results.get("suite_version", ""))}">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-    )
 
 
 def _statement_state(grade: Mapping[str, Any]) -> tuple[str, str]:
@@ -795,7 +762,7 @@ def _details(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> str:
 def render_html(results: dict) -> str:
     """Render a results.json document (as loaded by `json.load`) into one self-contained HTML page."""
     cases = [_as_map(c) for c in _as_list(results.get("cases"))]
-    anchors = _anchors(cases)
+    anchors = case_anchors(cases)
     target = _as_map(results.get("target"))
     header = (
         "<header><h1>TCP conformance test report</h1>"
@@ -815,21 +782,11 @@ def render_html(results: dict) -> str:
         _details(cases, anchors),
     ]
     main = "<main>\n" + "\n".join(sections) + "\n</main>"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n{_head(results)}\n<body>\n{header}\n{main}\n'
-        f"<script>{_JS}</script>\n</body>\n</html>\n"
-    )
+    title = f"TCP conformance test report \u2014 {results.get('run_id', '')}"
+    generator = f"tcp-conformance {results.get('suite_version', '')}"
+    return render_page(title, f"{header}\n{main}", css=_CSS, script=_JS, meta={"generator": generator})
 
 
 def write_html(results: dict, path: pathlib.Path) -> None:
     """Write the report atomically, so a reader never sees a half-written page."""
-    path = pathlib.Path(path)
-    page = render_html(results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_page(pathlib.Path(path), render_html(results))

@@ -1,16 +1,14 @@
 """A cross-target matrix: cases (rows) by runs (columns), merged from several results.json files.
 
-The page follows the rules of the per-run report (conformance/report/html.py): one self-contained file with
-inline CSS and JS, every value escaped, and a Content-Security-Policy that allows only the hashes of our own
-style and script and forbids every network fetch. Each cell links to the case's details in that run's own
-report (``<dir of results.json>/index.html#case-...``), by a path relative to the matrix file.
+The page skeleton and its rules (offline, one hashed inline style and script under a Content-Security-Policy, the
+shared look, every value escaped, atomic writing) are those of conformance/report/page.py; this module adds only the
+matrix's own CSS, its filter script and its content. Each cell links to the case's details in that run's own report
+(``<dir of results.json>/index.html#<case anchor>``, the ids of html.case_anchors), by a path relative to the matrix
+file.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 import json
 import os
 from collections import Counter
@@ -21,9 +19,11 @@ from typing import Any
 from urllib.parse import quote
 
 from ..grading.grade import case_category, case_level, case_verdict, grade
-from ..results import SCHEMA
+from ..results import READABLE_SCHEMAS
 from ..vocabulary import CATEGORIES, LEVELS, VERDICTS
-from .html import _anchors, write_html
+from .html import case_anchors, write_html
+from .page import escape as _e
+from .page import render_page, write_page
 
 SCHEMA_PREFIX = "tcp-conformance/results/"
 ABSENT = "\u2014"
@@ -37,20 +37,9 @@ LEGEND = (
     ("absent", "not in that run"),
 )
 
+# The matrix's own rules, after page.BASE_CSS.
 _CSS = """
-:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --head: #f6f8fa; --accent: #0b4f8a; }
-* { box-sizing: border-box; }
-body { margin: 0; padding: 1.5rem; color: var(--fg); background: #fff;
-  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-h1 { font-size: 1.6rem; margin: 0 0 .25rem; }
-h2 { font-size: 1.2rem; margin: 1.6rem 0 .6rem; padding-bottom: .25rem; border-bottom: 2px solid var(--line); }
-a { color: var(--accent); }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace; font-size: 12.5px; }
-table { border-collapse: collapse; margin: .3rem 0 .8rem; }
-th, td { border: 1px solid var(--line); padding: .3rem .5rem; text-align: left; vertical-align: top; }
-th { background: var(--head); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.muted { color: var(--muted); }
+h2 { margin-top: 1.6rem; }
 .statement { font-weight: 400; font-size: 12px; }
 #matrix thead th[scope="col"] { min-width: 10rem; max-width: 20rem; }
 th.group { background: #eaeef2; }
@@ -59,21 +48,19 @@ td.cell { text-align: center; white-space: nowrap; min-width: 7rem;
   -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 td.cell a { color: inherit; display: block; text-decoration: none; }
 td.cell .behaviour { display: block; font-size: 11px; font-weight: 400; }
-.c-pass { background: #1a7f37; color: #fff; font-weight: 600; }
-.c-fail { background: #cf222e; color: #fff; font-weight: 600; }
-.c-non-strict { background: #d4a72c; color: #1f2328; font-weight: 600; }
-.c-info { background: #218bff; color: #fff; font-weight: 600; }
-.c-incomplete { background: #8c959f; color: #fff; font-weight: 600; }
+.c-pass { background: var(--pass); color: #fff; font-weight: 600; }
+.c-fail { background: var(--fail); color: #fff; font-weight: 600; }
+.c-non-strict { background: var(--non-strict); color: var(--fg); font-weight: 600; }
+.c-info { background: var(--info); color: #fff; font-weight: 600; }
+.c-incomplete { background: var(--incomplete); color: #fff; font-weight: 600; }
 .c-not-run { background: repeating-linear-gradient(135deg, #fff 0 6px, #eaeef2 6px 12px); color: var(--fg); }
 .c-absent { background: #fff; color: var(--muted); }
 ul.legend { display: flex; flex-wrap: wrap; gap: .4rem .8rem; list-style: none; padding: 0; margin: .3rem 0 .8rem; }
 ul.legend li { border: 1px solid var(--line); padding: .1rem .5rem; border-radius: 3px; }
 #filters { margin: .4rem 0; }
 #filters label { margin-right: 1rem; }
-[hidden] { display: none !important; }
 """
 
-# ASCII only: the CSP hash is over the UTF-8 bytes the browser sees.
 _JS = """
 (function () {
   "use strict";
@@ -128,7 +115,7 @@ class Run:
         listed = self.doc.get("cases")
         cases = [c for c in listed if isinstance(c, Mapping)] if isinstance(listed, list) else []
         self.cases = {}
-        for case, anchor in zip(cases, _anchors(cases), strict=True):
+        for case, anchor in zip(cases, case_anchors(cases), strict=True):
             self.cases.setdefault(_key(case), (case, anchor))
 
     @property
@@ -162,8 +149,9 @@ def check_results(doc: Any, path: PurePath) -> None:
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
         raise ResultsError(f"{path}: not a results.json (no '{SCHEMA_PREFIX}N' schema)")
-    if schema != SCHEMA:
-        raise ResultsError(f"{path}: unsupported results schema '{schema}' (this suite reads '{SCHEMA}')")
+    if schema not in READABLE_SCHEMAS:
+        readable = "', '".join(READABLE_SCHEMAS)
+        raise ResultsError(f"{path}: unsupported results schema '{schema}' (this suite reads '{readable}')")
     cases = doc.get("cases")
     if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
         raise ResultsError(f"{path}: not a results.json ('cases' is not a list of objects)")
@@ -174,10 +162,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- rows and cells
-
-
-def _e(value: Any) -> str:
-    return "" if value is None else html.escape(str(value), quote=True)
 
 
 def _key(case: Mapping[str, Any]) -> tuple[str, str]:
@@ -265,24 +249,6 @@ def _row(runs: Sequence[Run], row: Row, out: Path) -> str:
 # --------------------------------------------------------------------------- page
 
 
-def _csp_hash(source: str) -> str:
-    digest = hashlib.sha256(source.encode("utf-8")).digest()
-    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
-
-
-def _head(title: str) -> str:
-    csp = (
-        f"default-src 'none'; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_JS)}; "
-        "img-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'"
-    )
-    return (
-        '<head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-    )
-
-
 def _date(run: Run) -> str:
     started = str(run.doc.get("started") or "")
     return started[:16].replace("T", " ") + " UTC" if len(started) >= 16 else started
@@ -294,8 +260,6 @@ def _column_head(run: Run, n: int, out: Path) -> str:
         f'<span class="muted">profile <code>{_e(run.doc.get("profile", ""))}</code><br>{_e(_date(run))}</span><br>'
         f'<span class="statement">{_e(run.grade["statement"])}</span></th>'
     )
-
-
 
 
 def _summary_row(run: Run, n: int, out: Path) -> str:
@@ -364,27 +328,13 @@ def render_matrix(runs: Sequence[tuple[Path, dict]], out: Path) -> str:
         "case's details in that run's report.</p></header>"
     )
     main = f"<main>{_summary(loaded, out)}{_matrix(loaded, rows, out)}</main>"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n{_head(title)}\n<body>\n{header}\n{main}\n'
-        f"<script>{_JS}</script>\n</body>\n</html>\n"
-    )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return render_page(title, f"{header}\n{main}", css=_CSS, script=_JS)
 
 
 def write_matrix(results_paths: Sequence[Path], out: Path) -> None:
     """Load every results.json (ResultsError on the first bad one) and write the matrix page to ``out``."""
     docs = [(Path(p), load_results(Path(p))) for p in results_paths]
-    _write_atomic(Path(out), render_matrix(docs, Path(out)))
+    write_page(Path(out), render_matrix(docs, Path(out)))
 
 
 def write_report(results_path: Path, out: Path | None = None) -> Path:

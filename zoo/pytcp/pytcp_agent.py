@@ -4,17 +4,17 @@ Everything runs on one asyncio loop, the same loop the stack runs on: non-blocki
 blocking op (accept, connect, send, recv) is a task that races its socket's "closed" event and its deadline, so a
 concurrent ``close`` ends it with EBADF and nothing holds up the reader. Written for Python 3.13 and the zoo venv; it
 must not import the suite's package (only the reference agent's single, stdlib-only file).
+
+What is not about PyTCP's sockets is the reference agent's (conformance/agent.py), imported from its file: `Config`
+(the token check, in constant time, and the connect allow-list), `Gate` (reading a request line, the handshake, the id
+and op checks), the answers and their errors, hello's fields and the argument checks. So this agent refuses, checks
+and answers as the reference agent does; its ops, its errno names and its asyncio dispatch are its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import errno
-import hmac
-import ipaddress
-import json
-import os
 import struct
 import sys
 from collections.abc import Awaitable, Callable
@@ -39,12 +39,23 @@ from pmd_pytcp.socket import (
     socket,
 )
 
-# Request checking is the reference agent's (one stdlib-only file, importable by path): the same
-# arguments get the same errors from every agent that runs in Python.
+# The reference agent is one stdlib-only file, importable by path (see the module head).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conformance"))
-from agent import OpError, arg, payload_arg, port_arg
+from agent import (
+    Config,
+    Gate,
+    OpError,
+    arg,
+    error_response,
+    hello_result,
+    op_error,
+    payload_arg,
+    port_arg,
+    response_line,
+    timeout_arg,
+)
+from agent import errno_name as posix_errno_name
 
-PROTOCOL = 1
 IMPLEMENTATION = "tcpconf-pytcp/0.1"
 OPS = ["hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state", "bye"]
 BLOCKING_OPS = {"accept", "connect", "send", "recv"}
@@ -61,18 +72,13 @@ def log(message: str) -> None:
 
 
 def errno_name(exc: OSError) -> str:
+    """The reference agent's names, and PyTCP's errors without an errno: a failed address lookup is EINVAL, a
+    timeout ETIMEDOUT."""
     if isinstance(exc, gaierror):
         return "EINVAL"
-    if exc.errno is None:
-        return "ETIMEDOUT" if isinstance(exc, TimeoutError) else "EIO"
-    return errno.errorcode.get(exc.errno, f"E{exc.errno}")
-
-
-def timeout_arg(req: dict, default_ms: int) -> float:
-    timeout_ms = arg(req, "timeout_ms", (int, float), default_ms)
-    if not 0 <= timeout_ms < 1e12:
-        raise OpError("EINVAL", "timeout_ms must be a finite, non-negative number")
-    return timeout_ms / 1000.0
+    if exc.errno is None and isinstance(exc, TimeoutError):
+        return "ETIMEDOUT"
+    return posix_errno_name(exc)
 
 
 def state_of(sock: Any) -> dict:
@@ -104,22 +110,14 @@ class Entry:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-@dataclass
-class Config:
-    token: str | None
-    allow_connect: list[str]
-
-
 class Agent:
     """One stdio session: handshake state, the socket table, request dispatch."""
 
     def __init__(self, config: Config, platform: str, write: Callable[[bytes], None]) -> None:
         self.config = config
-        self.allowed = [ipaddress.ip_network(item, strict=False) for item in config.allow_connect]
+        self.gate = Gate(config, OPS)
         self.platform = platform
         self._write = write
-        self.authenticated = config.token is None
-        self.rejected = False
         self.handles: dict[int, Entry] = {}
         self.next_handle = 0
         self.tasks: set[asyncio.Task] = set()
@@ -127,32 +125,17 @@ class Agent:
     # ---- framing ----
 
     def reply(self, req_id: Any, result: dict) -> None:
-        self._write((json.dumps({"id": req_id, "ok": True, **result}, separators=(",", ":")) + "\n").encode())
+        self._write(response_line({"id": req_id, "ok": True, **result}))
 
-    def reply_error(self, req_id: Any, exc: OpError, **extra: Any) -> None:
-        response = {"id": req_id, "ok": False, "error": exc.error, "message": exc.message, **extra}
-        self._write((json.dumps(response, separators=(",", ":")) + "\n").encode())
+    def reply_error(self, req_id: Any, exc: OpError) -> None:
+        self._write(response_line(error_response(req_id, exc)))
 
     def handle_line(self, line: bytes) -> bool:
         """Handle one request line; False after ``bye``."""
-        line = line.strip()
-        if not line:
+        request = self.gate.admit(line, self.reply_error)
+        if request is None:
             return True
-        try:
-            req = json.loads(line.decode("utf-8"))
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-        except (ValueError, RecursionError) as exc:
-            self.reply_error(None, OpError("EINVAL", f"malformed request: {type(exc).__name__}"))
-            return True
-        req_id, op = req.get("id"), req.get("op")
-        if not isinstance(req_id, int) or isinstance(req_id, bool):
-            req_id = None
-        try:
-            self.check_request(req_id, op, req)
-        except OpError as exc:
-            self.reply_error(req_id, exc)
-            return True
+        req_id, op, req = request
         if op in BLOCKING_OPS:
             task = asyncio.get_running_loop().create_task(self.run_async(req_id, op, req))
             self.tasks.add(task)
@@ -161,24 +144,11 @@ class Agent:
         self.run(req_id, op, req)
         return op != "bye"
 
-    def check_request(self, req_id: int | None, op: Any, req: dict) -> None:
-        if not self.authenticated:
-            token = req.get("token")
-            good = isinstance(token, str) and hmac.compare_digest(token.encode(), (self.config.token or "").encode())
-            if self.rejected or op != "hello" or not good:
-                self.rejected = True
-                raise OpError("EACCES", "the first request must be hello with the agent's token")
-            self.authenticated = True
-        if req_id is None:
-            raise OpError("EINVAL", "the request id must be an integer")
-        if op not in OPS:
-            raise OpError("EINVAL", f"unknown op {op!r}; known ops: {', '.join(OPS)}")
-
     def run(self, req_id: int, op: str, req: dict) -> None:
         try:
             result = getattr(self, "op_" + op)(req)
         except Exception as exc:  # one failing request costs that request only
-            self.fail(req_id, op, exc)
+            self.reply_error(req_id, op_error(op, exc, errno_name))
         else:
             self.reply(req_id, result)
 
@@ -188,18 +158,9 @@ class Agent:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.fail(req_id, op, exc)
+            self.reply_error(req_id, op_error(op, exc, errno_name))
         else:
             self.reply(req_id, result)
-
-    def fail(self, req_id: int, op: str, exc: Exception) -> None:
-        if isinstance(exc, OpError):
-            self.reply_error(req_id, exc)
-        elif isinstance(exc, OSError):
-            self.reply_error(req_id, OpError(errno_name(exc), exc.strerror or str(exc)))
-        else:
-            log(f"{op} failed unexpectedly: {exc!r}")
-            self.reply_error(req_id, OpError("EIO", f"internal error: {exc!r}"))
 
     # ---- socket table ----
 
@@ -249,15 +210,7 @@ class Agent:
     # ---- ops ----
 
     def op_hello(self, req: dict) -> dict:
-        return {
-            "protocol": PROTOCOL,
-            "implementation": IMPLEMENTATION,
-            "platform": self.platform,
-            "python": sys.version.split()[0],
-            "pid": os.getpid(),
-            "ops": list(OPS),
-            "allow_connect": [str(network) for network in self.allowed],
-        }
+        return hello_result(self.config, IMPLEMENTATION, self.platform, OPS)
 
     def op_bye(self, req: dict) -> dict:
         return {}
@@ -301,7 +254,7 @@ class Agent:
     async def op_connect(self, req: dict) -> dict:
         addr = arg(req, "addr", str)
         port = port_arg(req, "port")
-        self.check_allowed(addr)
+        self.config.check_connect(addr)
         timeout = timeout_arg(req, 5000)
         sock, _family = self.new_socket(req)
         local_addr, local_port = arg(req, "local_addr", str, None), port_arg(req, "local_port", None)
@@ -317,14 +270,6 @@ class Agent:
         local = [str(sock.local_ip_address), sock.local_port]
         peer = [str(sock.remote_ip_address), sock.remote_port]
         return {"sock": self.add(sock), "local": local, "peer": peer}
-
-    def check_allowed(self, addr: str) -> None:
-        try:
-            address = ipaddress.ip_address(addr)
-        except ValueError:
-            raise OpError("EINVAL", f"'{addr}' is not a numeric IP address") from None
-        if not any(address in network for network in self.allowed):
-            raise OpError("EPERM", f"connect to {addr} is not allowed (see --allow-connect)")
 
     async def op_send(self, req: dict) -> dict:
         entry = self.get(req)
