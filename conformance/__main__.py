@@ -1,4 +1,8 @@
-"""Command line: ``python -m conformance schema | check FILE... | report merge RESULTS... | report html RESULTS``."""
+"""Command line: ``python -m conformance run [PATH...] | schema | check PATH... | report merge RESULTS... |
+report html RESULTS | report regrade RESULTS --profile P``.
+
+Rules of this module: argument parsing and printing only; every command is a call into the library.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from .model.case import json_schema
 from .model.loader import CaseFormatError, load_case
+from .model.schema import json_schema
+from .vocabulary import DEFAULT_PROFILE, PROFILES
 
 USAGE_ERROR = 2
 
@@ -27,6 +32,22 @@ def _parser() -> argparse.ArgumentParser:
     page = kinds.add_parser("html", help="re-render a run's HTML report from its results.json")
     page.add_argument("results", type=Path, metavar="RESULTS.json")
     page.add_argument("-o", "--output", type=Path, default=None, help="default: index.html beside RESULTS.json")
+    regrade = kinds.add_parser("regrade", help="judge a finished run again under another profile, offline")
+    regrade.add_argument("results", type=Path, metavar="RESULTS.json")
+    regrade.add_argument("--profile", required=True, choices=sorted(PROFILES))
+    regrade.add_argument("-o", "--output", type=Path, default=None,
+                         help="default: results.PROFILE.json and index.PROFILE.html beside RESULTS.json")  # fmt: skip
+    run = sub.add_parser("run", help="run cases on a target without pytest (report in reports/<run>/)")
+    run.add_argument("paths", nargs="*", type=Path, default=[Path("testcases")], help="case files or directories")
+    run.add_argument("--target", default="local", help="target name from targets.yaml (default: local)")
+    run.add_argument("--targets-file", type=Path, default=Path("targets.yaml"))
+    run.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
+    run.add_argument("--report-dir", type=Path, default=None)
+    run.add_argument("--concurrency", type=int, default=None, help="cases in flight at once (default: the target's)")
+    run.add_argument("--attempts", type=int, default=None)
+    run.add_argument("--impair", default=None, metavar="NETEM")
+    run.add_argument("--family", choices=("ipv4", "ipv6"), action="append", help="only this family (repeatable)")
+    run.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     return parser
 
 
@@ -37,14 +58,34 @@ def _schema() -> int:
 
 
 def _check(paths: list[Path]) -> int:
+    """Each file loads, and its refs keep the level rule and are in the requirements registry.
+
+    Every problem is one line ``file:line:col: path: message`` on stderr; a file with any problem is invalid.
+    """
+    from .grading.registry import RegistryError, load_registry, ref_problems
+
     errors = 0
     files = [p for path in paths for p in (sorted(path.rglob("*.yaml")) if path.is_dir() else [path])]
+    try:
+        registry = load_registry()
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     for path in files:
         try:
-            load_case(path, Path.cwd())
+            case = load_case(path, Path.cwd())
         except CaseFormatError as exc:
             print(exc, file=sys.stderr)
             errors += 1
+            continue
+        try:
+            source = str(path.relative_to(Path.cwd()))
+        except ValueError:
+            source = str(path)
+        problems = ref_problems(registry, [case])
+        for problem in problems:
+            print(problem.line_text(source), file=sys.stderr)
+        errors += bool(problems)
     print(f"{len(files) - errors} valid, {errors} invalid", file=sys.stderr)
     return 1 if errors else 0
 
@@ -70,12 +111,83 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regrade(args: argparse.Namespace) -> int:
+    """Judge a finished run again under another profile; writes results.PROFILE.json and index.PROFILE.html."""
+    from .report.html import write_html
+    from .report.matrix import ResultsError, load_results
+    from .results import regrade, write_document
+
+    try:
+        doc = regrade(load_results(args.results), args.profile)
+    except (ResultsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    out = args.output or args.results.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_document(doc, out / f"results.{args.profile}.json")
+        write_html(doc, out / f"index.{args.profile}.html")
+    except OSError as exc:
+        print(f"error: {exc.filename or out}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return USAGE_ERROR
+    print(doc["grade"]["statement"])
+    print(f"wrote {out / f'results.{args.profile}.json'} and {out / f'index.{args.profile}.html'}", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The suite without pytest: exit 0 when nothing FAILed or broke (waived known deviations aside), else 1."""
+    import os
+    import shlex
+
+    from .run import CaseResult, RunOptions, SuiteRun, jobs_from_paths
+    from .targets.config import TargetConfigError
+    from .targets.netns import NetnsError, check_prerequisites
+    from .wire.impairment import ImpairmentError, parse_impairment
+
+    try:
+        parse_impairment(args.impair)
+        jobs = jobs_from_paths(args.paths, Path.cwd(), args.family)
+        options = RunOptions(target=args.target, targets_file=args.targets_file, profile=args.profile,
+                             run_dir=args.report_dir, rootdir=Path.cwd(), attempts=args.attempts, impair=args.impair,
+                             concurrency=args.concurrency,
+                             command=shlex.join(["python", "-m", "conformance", *sys.argv[1:]]))  # fmt: skip
+        suite = SuiteRun(options)
+        if suite.entry.kind == "local":
+            if os.geteuid() != 0:
+                raise NetnsError("the local target needs root here (pytest re-enters a user namespace; run does not)")
+            check_prerequisites()
+    except (CaseFormatError, TargetConfigError, ImpairmentError, NetnsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+    def show(result: CaseResult) -> None:
+        if not args.quiet and (result.verdict in ("FAIL", "ERROR") or result.waiver == "stale"):
+            print(result.record["message"])
+
+    try:
+        results = suite.run(jobs, show)
+    finally:
+        suite.stop()
+        doc = suite.finish()
+    if doc is not None:
+        print(doc["grade"]["statement"])
+        print("  ".join(f"{k}: {v}" for k, v in doc["summary"].items()))
+        print(f"report: {suite.run_dir / 'index.html'}  results: {suite.run_dir / 'results.json'}")
+    bad = [r for r in results if (r.verdict in ("FAIL", "ERROR") and r.waiver != "waived") or r.waiver == "stale"]
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "schema":
         return _schema()
     if args.command == "check":
         return _check(args.paths)
+    if args.command == "run":
+        return _run(args)
+    if args.report == "regrade":
+        return _regrade(args)
     return _report(args)
 
 

@@ -1,42 +1,43 @@
-"""pytest glue: options, collection of YAML cases as items, the per-worker target, results and summary.
+"""pytest glue: options, YAML cases collected as items, and each item's verdict shown as a pytest outcome.
 
-Everything of substance lives below this module (model, engine, targets, results); this file only
-connects it to pytest.
+Rules of this module: nothing of substance lives here. The run is conformance/run.py's (target, scheduling,
+judging, records, results.json, the HTML report); this module only hands it the collected items and turns each
+judged case into what pytest shows: FAIL and ERROR fail the item, NOT-RUN and INCONCLUSIVE skip it, a waived
+known deviation is an xfail, a stale one a failure.
+
+Theory of operation: without xdist, every selected item is handed to a ``BackgroundRun`` before the first one is
+reported, so cases run concurrently while pytest reports them in order. Under xdist, a worker hands in the item it
+is asked to run and the items already queued behind it.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
+import queue
 import shlex
 import signal
 import sys
-import time
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .engine.explain import explain
-from .engine.result import CaseResult, Verdict
-from .engine.runner import DEFAULT_IMPAIRED_ATTEMPTS, CaseRunner, run_attempts
+from .grading.judge import STALE, UNDECIDED, WAIVED
 from .model.loader import Case, CaseFormatError, load_case
 from .report import allure_glue
-from .results import RunWriter, case_record, finalize, iso, read_cases, summarize
+from .results import read_cases, summarize
+from .run import BackgroundRun, CaseResult, Job, RunOptions, SuiteRun, clear_results, jobs_of_case, schedule_order
 from .targets import userns
-from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
-from .targets.factory import Target, make_target
+from .targets.config import TargetConfigError
 from .targets.netns import NetnsError, check_prerequisites
-from .targets.ports import PortAllocator, port_allocator
-from .targets.reach import TargetStartError
-from .upper_tester import AgentError
-from .vocabulary import DEFAULT_PROFILE, PROFILES, numbered_requirements
+from .vocabulary import DEFAULT_PROFILE, PROFILES, Verdict, numbered_requirements
 from .wire.impairment import ImpairmentError, parse_impairment
 
 STATE = pytest.StashKey["RunState"]()
+WAIT_SLICE_S = 0.1  # how often the main thread looks for -v announcements while it waits for a case
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,17 +47,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                     help="grading profile (default: rfc9293)")  # fmt: skip
     group.addoption("--report-dir", default=None, help="directory for this run's report (default: reports/<run>)")
+    group.addoption(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cases in flight at once per process (default: the target's `concurrency`; 64 locally)",
+    )
     # --- impaired links and retries (docs/robustness.md) ---
     group.addoption("--impair", default=None, metavar="NETEM",
                     help="impair the link, netem words: 'loss 1%%', 'delay 5ms 2ms', 'duplicate 0.5%%', "
                          "'reorder 25%% delay 5ms' (overrides the target's impair:)")  # fmt: skip
-    group.addoption("--attempts", type=int, default=None, metavar="N",
-                    help=f"run a case up to N times before a FAIL stands (default: 1; "
-                         f"{DEFAULT_IMPAIRED_ATTEMPTS} on an impaired link)")  # fmt: skip
+    group.addoption(
+        "--attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run a case up to N times before a FAIL stands (default: 1; 3 on an impaired link)",
+    )
 
 
 class RunState:
-    """Per-process state of one run: the chosen target, the started instance, the results writer."""
+    """Per-process state: the run's options and, once needed, the run itself."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -65,68 +77,38 @@ class RunState:
         self.targets_file = Path(opt.targets_file) if opt.targets_file else default_targets_file(config)
         self.explicit = opt.target is not None or opt.targets_file is not None
         self.profile: str = opt.profile
-        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        self.started = time.time()
         workerinput = getattr(config, "workerinput", None)
+        # xdist's worker id, from the worker's own input (not the environment: a pytest started by a worker's test
+        # inherits PYTEST_XDIST_WORKER and is no worker of anyone)
+        self.worker = str(workerinput.get("workerid", "main")) if workerinput else "main"
         if workerinput and "tcpconf_run_dir" in workerinput:
-            self.run_dir = Path(workerinput["tcpconf_run_dir"])
-        elif opt.report_dir:
-            self.run_dir = Path(opt.report_dir)
+            self.run_dir: Path | None = Path(workerinput["tcpconf_run_dir"])
         else:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            self.run_dir = config.rootpath / "reports" / f"{stamp}-{self.target_name}"
-        self.config_entry: TargetConfig | None = None
-        self.expectations: dict[str, Deviation] = {}
-        self.instance: Target | None = None
-        self.start_error: str | None = None
-        self.ports = PortAllocator()
-        self.writer: RunWriter | None = None
-        self.ran_cases = False
+            self.run_dir = Path(opt.report_dir) if opt.report_dir else None
+        self.suite: SuiteRun | None = None
+        self.background: BackgroundRun | None = None
         self.case_ids: dict[str, Path] = {}  # case id -> file, to refuse duplicates
+        self.announcements: queue.SimpleQueue[str] = queue.SimpleQueue()
 
-    def load_target(self) -> TargetConfig:
-        if self.config_entry is None:
-            entry = select_target(self.targets_file, self.target_name)
-            if self.config.option.impair is not None:  # validated in pytest_configure
-                entry = entry.model_copy(update={"impair": self.config.option.impair})
-            self.expectations = load_expectations(self.targets_file, entry)
-            self.config_entry = entry
-            self.ports = port_allocator(entry, self.worker)
-        return self.config_entry
+    def run(self) -> SuiteRun:
+        """The run of this process (its target is started on first use)."""
+        if self.suite is None:
+            opt = self.config.option
+            verbose = self.config.get_verbosity() > 0 and self.worker == "main"
+            options = RunOptions(
+                target=self.target_name, targets_file=self.targets_file, profile=self.profile,
+                run_dir=self.run_dir, rootdir=self.config.rootpath, worker=self.worker, attempts=opt.attempts,
+                impair=opt.impair, concurrency=opt.concurrency, command=self.command(),
+                on_wait=self.announcements.put if verbose else None,
+            )  # fmt: skip
+            self.suite = SuiteRun(options)
+            self.run_dir = self.suite.run_dir
+        return self.suite
 
-    def deviation(self, case_id: str, family: str) -> Deviation | None:
-        return self.expectations.get(f"{case_id}[{family}]") or self.expectations.get(case_id)
-
-    def target(self) -> Target:
-        """The started target of this worker, created on first use; a failed start is remembered."""
-        if self.start_error:
-            raise TargetUnavailable(self.start_error)
-        if self.instance is None:
-            try:
-                entry = self.load_target()
-                instance = make_target(entry, self.worker, self.run_dir, self.targets_file.resolve().parent)
-                instance.start()
-            except (TargetConfigError, TargetStartError, NetnsError, AgentError, OSError) as exc:
-                self.start_error = f"target '{self.target_name}' could not be started: {exc}"
-                raise TargetUnavailable(self.start_error) from None
-            self.instance = instance
-            atexit.register(self.stop)
-        return self.instance
-
-    def stop(self) -> None:
-        if self.instance is not None:
-            self.instance.stop()
-            self.instance = None
-
-    def header(self) -> dict[str, Any]:
-        entry = self.config_entry
-        target = {"name": self.target_name}
-        if entry is not None:
-            target |= {"kind": entry.kind, "description": entry.description, "sysctls": entry.sysctls,
-                       "nft": entry.nft, "capabilities": sorted(entry.declared_capabilities()),
-                       "timers": entry.timers.declared()}  # fmt: skip
-        return {"run_id": self.run_dir.name, "started": iso(self.started), "command": self.command(),
-                "target": target, "profile": self.profile}  # fmt: skip
+    def start_background(self) -> BackgroundRun:
+        if self.background is None:
+            self.background = BackgroundRun(self.run())
+        return self.background
 
     def command(self) -> str:
         return shlex.join(["pytest", *self.config.invocation_params.args])
@@ -145,31 +127,39 @@ def default_targets_file(config: pytest.Config) -> Path:
     return config.rootpath / "targets.yaml"
 
 
-class TargetUnavailable(Exception):
-    pass
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    _check_impairment_options(config)
+    _check_options(config)
     state = RunState(config)
     config.stash[STATE] = state
     for level in ("must", "should", "may", "info"):
         config.addinivalue_line("markers", f"{level}: cases of level {level.upper()}")
     if state.explicit or state.targets_file.exists():
         try:
-            state.load_target()
+            state.run()
         except TargetConfigError as exc:
             raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
         _run_without_root(config, state)
-        _install_signal_handlers(state)
-        _clear_previous_results(state.run_dir)
+        _install_signal_handlers()
+        if state.suite is not None:
+            _clear_previous_results(state.suite.run_dir)
+
+
+def _check_options(config: pytest.Config) -> None:
+    try:
+        parse_impairment(config.option.impair)
+    except ImpairmentError as exc:
+        raise pytest.UsageError(f"--impair: {exc}") from None
+    if config.option.attempts is not None and not 1 <= config.option.attempts <= 20:
+        raise pytest.UsageError(f"--attempts: expected 1..20, got {config.option.attempts}")
+    if config.option.concurrency is not None and not 1 <= config.option.concurrency <= 1024:
+        raise pytest.UsageError(f"--concurrency: expected 1..1024, got {config.option.concurrency}")
 
 
 def _run_without_root(config: pytest.Config, state: RunState) -> None:
     """Not root and about to run cases on the local target: re-enter the run in a user namespace of its own
     (conformance/targets/userns.py), or say in one line what the host lacks."""
-    kind = state.config_entry.kind if state.config_entry is not None else "local"
+    kind = state.suite.entry.kind if state.suite is not None else "local"
     if os.geteuid() == 0 or userns.inside() or kind != "local" or not _runs_cases(config):
         return
     if list(config.invocation_params.args) != sys.argv[1:]:
@@ -191,33 +181,15 @@ def _runs_cases(config: pytest.Config) -> bool:
     return False
 
 
-def _check_impairment_options(config: pytest.Config) -> None:
-    try:
-        parse_impairment(config.option.impair)
-    except ImpairmentError as exc:
-        raise pytest.UsageError(f"--impair: {exc}") from None
-    if config.option.attempts is not None and not 1 <= config.option.attempts <= 20:
-        raise pytest.UsageError(f"--attempts: expected 1..20, got {config.option.attempts}")
-
-
-def _attempt_policy(config: pytest.Config, entry: TargetConfig) -> tuple[int, str | None]:
-    """How often a case may run, and the impairment it runs under (None on a clean link)."""
-    impairment = parse_impairment(entry.impair)
-    attempts = config.option.attempts or (DEFAULT_IMPAIRED_ATTEMPTS if impairment.active else 1)
-    return attempts, str(impairment) if impairment.active else None
-
-
 def _clear_previous_results(run_dir: Path) -> None:
     """A reused --report-dir starts empty of the previous run's results (other files stay)."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*run_dir.glob("cases.*.jsonl"), run_dir / "results.json"]:
-            stale.unlink(missing_ok=True)
+        clear_results(run_dir)
     except OSError as exc:
         raise pytest.UsageError(f"--report-dir {run_dir}: cannot write there: {exc.strerror}") from None
 
 
-def _install_signal_handlers(state: RunState) -> None:
+def _install_signal_handlers() -> None:
     """SIGTERM behaves like Ctrl-C so the target is removed on the way out."""
 
     def on_term(signum: int, frame: object) -> None:
@@ -230,9 +202,12 @@ def _install_signal_handlers(state: RunState) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist: every worker writes into the run directory the controller chose."""
-    node.workerinput["tcpconf_run_dir"] = str(node.config.stash[STATE].run_dir)
+    state: RunState = node.config.stash[STATE]
+    if state.run_dir is not None:
+        node.workerinput["tcpconf_run_dir"] = str(state.run_dir)
 
 
+# ---- collection ---------------------------------------------------------------------------------------------------
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.suffix in (".yaml", ".yml") and "testcases" in file_path.parts:
         return CaseFile.from_parent(parent, path=file_path)
@@ -249,8 +224,8 @@ class CaseFile(pytest.File):
         if seen.setdefault(case.id, self.path) != self.path:
             raise self.CollectError(f"{self.path}:{case.line}:1: id: '{case.id}' is already used by {seen[case.id]}")
         items = []
-        for family in case.meta.families:
-            item = CaseItem.from_parent(self, name=f"{case.id}[{family}]", case=case, family=family)
+        for job in jobs_of_case(case, self.config.rootpath):
+            item = CaseItem.from_parent(self, name=f"{case.id}[{job.family}]", case=case, family=job.family)
             item.add_marker(case.meta.level.lower())
             for tag in case.meta.tags:
                 self.config.addinivalue_line("markers", f"{tag}: cases tagged {tag}")
@@ -265,7 +240,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if hasattr(config, "workerinput") or not any(isinstance(i, CaseItem) for i in items):
         return
     try:
-        entry = state.load_target()
+        entry = state.run().entry
     except TargetConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     if entry.kind == "local":
@@ -275,21 +250,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(str(exc)) from None
 
 
-def _unrun(verdict: Verdict, reason: str) -> CaseResult:
-    """The result of a case that could not start: recorded like any other, with its reason."""
-    result = CaseResult(verdict, reason)
-    result.started = time.time()
-    return result
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    """Without xdist: hand every selected case to the run before the first is reported (longest first)."""
+    config = session.config
+    cases = [i for i in session.items if isinstance(i, CaseItem)]
+    if cases and not hasattr(config, "workerinput") and not config.option.collectonly:
+        background = config.stash[STATE].start_background()
+        by_job = {item.job.nodeid: item for item in cases}
+        for job in schedule_order([item.job for item in cases]):
+            by_job[job.nodeid].future = background.submit(job)
+    return (yield)
 
 
-def _ladder(record: dict[str, Any]) -> str | None:
-    try:
-        from .report.ladder import ladder_svg
-    except ImportError:
-        return None
-    return ladder_svg(record)
-
-
+# ---- one case -----------------------------------------------------------------------------------------------------
 class CaseFailed(AssertionError):
     """A FAIL verdict: the target broke a requirement. ``str`` is the full explanation."""
 
@@ -303,6 +277,8 @@ class CaseItem(pytest.Item):
         super().__init__(**kwargs)
         self.case = case
         self.family = family
+        self.job = Job(case, family, self.nodeid)
+        self.future: Any = None
         # JUnit XML (--junitxml) shows these as <property> elements, for CI systems.
         self.user_properties.append(("case_id", case.id))
         self.user_properties.append(("level", str(case.meta.level)))
@@ -312,45 +288,37 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         state: RunState = self.config.stash[STATE]
-        state.ran_cases = True
-        started = time.monotonic()
-        try:
-            target = state.target()
-            target.ensure_agent()
-        except TargetUnavailable as exc:
-            self._record(state, _unrun(Verdict.ERROR, str(exc)), time.monotonic(), 0.0, False)
-            return
-        except (AgentError, OSError) as exc:
-            reason = f"the upper tester could not be restarted: {exc}"
-            self._record(state, _unrun(Verdict.ERROR, reason), time.monotonic(), 0.0, False)
-            return
-        entry = target.config
-        if self.family not in entry.families:
-            reason = f"target '{entry.name}' does not run {self.family}"
-            self._record(state, _unrun(Verdict.NOT_RUN, reason), time.monotonic(), 0.0, False)
-            return
-        session = target.session(self.family, state.ports)
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        verbose = self.config.get_verbosity() > 0 and state.worker == "main"
-        on_wait = self._announcer(reporter) if verbose and reporter else None
+        if self.future is None:  # under xdist: this item and those queued behind it
+            background = state.start_background()
+            for job in _queued_behind(self, state.run().concurrency()):
+                item_future = background.submit(job)
+                if job.nodeid == self.nodeid:
+                    self.future = item_future
+            if self.future is None:
+                self.future = background.submit(self.job)
         with_allure = allure_glue.active(self.config)
         if with_allure:
             allure_glue.label_case(self.case.meta, self.family, feature=self.path.parent.name)
-        ready = time.monotonic()
-        attempts, impairment = _attempt_policy(self.config, entry)
-        result = run_attempts(
-            lambda: CaseRunner(
-                self.case, session, on_wait=on_wait, step_scope=allure_glue.step_scope() if with_allure else None,
-                profile=state.profile,
-            ),
-            attempts,
-            impairment,
-        )
-        self._record(state, result, ready, ready - started, with_allure)
+        result = self._wait(state)
+        self._report(result, with_allure)
 
-    def _announcer(self, reporter: Any) -> Any:
-        """With -v, a case that waits on a protocol timer says what it waits for (past output capture)."""
+    def _wait(self, state: RunState) -> CaseResult:
+        """The case's result; meanwhile, with -v, say what cases wait for (past output capture)."""
+        announce = self._announcer()
+        while True:
+            try:
+                return self.future.result(timeout=WAIT_SLICE_S)  # type: ignore[no-any-return]
+            except TimeoutError:
+                pass
+            finally:
+                while not state.announcements.empty():
+                    announce(state.announcements.get())
+
+    def _announcer(self) -> Callable[[str], None]:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capman = self.config.pluginmanager.getplugin("capturemanager")
+        if reporter is None or capman is None:
+            return lambda message: None
 
         def announce(message: str) -> None:
             with capman.global_and_fixture_disabled():
@@ -358,44 +326,25 @@ class CaseItem(pytest.Item):
 
         return announce
 
-    def _record(self, state: RunState, result: CaseResult, ready: float, setup_s: float, with_allure: bool) -> None:
-        if state.writer is None:
-            state.writer = RunWriter(state.run_dir, state.worker)
-        writer = state.writer
-        pcap = writer.write_pcap(result, self.case.id, self.family)
-        source = (
-            str(self.path.relative_to(self.config.rootpath))
-            if self.path.is_relative_to(self.config.rootpath)
-            else str(self.path)
-        )
-        message = explain(self.case, self.family, result, source, str(writer.run_dir / pcap))
-        rerun_args = ["pytest", f"--target={state.target_name}", f"--profile={state.profile}", self.nodeid]
-        if result.impairment:
-            rerun_args[3:3] = [f"--impair={result.impairment}"]
-        rerun = shlex.join(rerun_args)
-        known = state.deviation(self.case.id, self.family)
-        timing = {"item_wall_s": time.monotonic() - ready, "target_setup_s": setup_s}
-        record = case_record(
-            self.case, self.family, self.nodeid, result, rootdir=self.config.rootpath,
-            pcap=pcap, rerun=rerun, message=message, timing=timing,
-        )  # fmt: skip
-        record |= result.attempts_json()
-        if known is not None:
-            record["known_deviation"] = {"verdict": known.verdict, "reason": known.reason}
-        writer.append(record)
+    def _report(self, result: CaseResult, with_allure: bool) -> None:
+        record = result.record
         self.user_properties += [("verdict", record["verdict"]), ("reason", record["reason"])]
-        if record["behaviour"]:
+        if record.get("behaviour"):
             self.user_properties.append(("behaviour", record["behaviour"]))
+        message = record.get("message", result.reason)
         if with_allure:
-            allure_glue.attach_evidence(record, writer.run_dir, message, _ladder(record))
-        if known is not None and result.verdict != Verdict.NOT_RUN:
-            if str(result.verdict) == known.verdict:
-                pytest.xfail(f"known deviation ({known.verdict}): {known.reason}")
-            if result.impairment and result.verdict == Verdict.INCONCLUSIVE:  # undecided, not out of date
-                pytest.skip(f"INCONCLUSIVE (known deviation {known.verdict}): {result.reason}")
+            allure_glue.replay_steps(record)
+            run_dir = self.config.stash[STATE].run().run_dir
+            allure_glue.attach_evidence(record, run_dir, message, _ladder(record))
+        known = record.get("known_deviation")
+        if result.waiver == WAIVED:
+            pytest.xfail(f"known deviation ({known['verdict']}): {known['reason']}")
+        if result.waiver == UNDECIDED:
+            pytest.skip(f"INCONCLUSIVE (known deviation {known['verdict']}): {result.reason}")
+        if result.waiver == STALE:
             raise CaseFailed(
-                f"{message}\n  expectations out of date: {self.case.id} is listed as a known {known.verdict} "
-                f"({known.reason}) but ended {result.verdict}; update the target's expectations file"
+                f"{message}\n  expectations out of date: {self.case.id} is listed as a known {known['verdict']} "
+                f"({known['reason']}) but ended {result.verdict}; update the target's expectations file"
             )
         if result.verdict == Verdict.FAIL:
             raise CaseFailed(message)
@@ -415,45 +364,71 @@ class CaseItem(pytest.Item):
         return self.path, self.case.line - 1, f"{self.case.id}[{self.family}] {self.case.meta.title}"
 
 
+def _queued_behind(item: CaseItem, limit: int) -> list[Job]:
+    """Under xdist's load scheduling: this item's job and those of the items already queued for this worker
+    (never under work stealing, where a queued item may still go to another worker)."""
+    jobs = [item.job]
+    argv = " ".join(getattr(item.config, "workerinput", {}).get("mainargv", []))
+    if "worksteal" in argv:  # (a worker's own option values say nothing of the controller's --dist)
+        return jobs
+    interactor = next((p for p in item.config.pluginmanager.get_plugins() if hasattr(p, "torun")), None)
+    if interactor is None:
+        return jobs
+    items = item.session.items
+    with interactor.torun.lock() as queued:
+        indices = [i for i in list(queued)[: max(0, limit - 1)] if isinstance(i, int)]
+    jobs += [items[i].job for i in indices if isinstance(items[i], CaseItem)]
+    return jobs
+
+
+def _ladder(record: dict[str, Any]) -> str | None:
+    try:
+        from .report.ladder import ladder_svg
+    except ImportError:
+        return None
+    return ladder_svg(record)
+
+
+# ---- the end ------------------------------------------------------------------------------------------------------
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state: RunState = session.config.stash[STATE]
-    state.stop()
+    if state.background is not None:
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
+        state.background.close(abort=interrupted)
+    suite = state.suite
+    if suite is None:
+        return
+    suite.stop()
     if hasattr(session.config, "workerinput"):
         return
-    if not any(state.run_dir.glob("cases.*.jsonl")):
-        return
     with contextlib.suppress(TargetConfigError):
-        state.load_target()
-    doc = finalize(state.run_dir, state.header())
-    try:
-        from .report.html import write_html
-
-        write_html(doc, state.run_dir / "index.html")
-    except ImportError:
-        pass
-    latest = state.run_dir.parent / "latest"
-    if state.run_dir.parent.name == "reports":
+        if suite.finish() is None:
+            return
+    latest = suite.run_dir.parent / "latest"
+    if suite.run_dir.parent.name == "reports":
         try:
             if latest.is_symlink() or latest.exists():
                 latest.unlink()
-            latest.symlink_to(state.run_dir.name)
+            latest.symlink_to(suite.run_dir.name)
         except OSError:
             pass
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state: RunState = config.stash[STATE]
-    if hasattr(config, "workerinput") or not state.run_dir.exists():
+    if hasattr(config, "workerinput") or state.suite is None or not state.suite.run_dir.exists():
         return
-    cases = read_cases(state.run_dir)
+    run_dir = state.suite.run_dir
+    cases = read_cases(run_dir)
     if not cases:
         return
     counts = summarize(cases)
     tr = terminalreporter
     tr.section(f"TCP conformance: target {state.target_name}, profile {state.profile}")
-    results_file = state.run_dir / "results.json"
+    results_file = run_dir / "results.json"
     if results_file.exists():
-        graded = json.loads(results_file.read_text(encoding="utf-8")).get("grade") or {}
+        doc = json.loads(results_file.read_text(encoding="utf-8"))
+        graded = doc.get("grade") or {}
         if graded.get("statement"):
             tr.write_line(graded["statement"], bold=True, red=not graded.get("conformant", True))
             cats = graded.get("categories", {})
@@ -474,4 +449,4 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if case["verdict"] in ("FAIL", "ERROR"):
             known = " (known deviation)" if case.get("known_deviation") else ""
             tr.write_line(f"{case['verdict']}{known} {case['id']} [{case['family']}]: {case['reason']}")
-    tr.write_line(f"report: {state.run_dir / 'index.html'}  results: {state.run_dir / 'results.json'}")
+    tr.write_line(f"report: {run_dir / 'index.html'}  results: {run_dir / 'results.json'}")

@@ -1,9 +1,11 @@
 """Client of the upper-tester agent (conformance/agent.py, protocol in docs/agent-protocol.md).
 
-The engine talks to the agent through an :class:`AgentClient`: requests are written as JSON lines,
-a reader thread matches responses to :class:`PendingCall` objects by id, so several calls may be
-outstanding at once (a blocking ``accept`` does not hold up a ``state``). When the agent dies or the
-management connection drops, every outstanding call fails promptly with :class:`AgentGone`.
+The engine talks to the agent through an :class:`AgentClient`: requests are written as JSON lines and
+responses are matched to :class:`PendingCall` objects by id, so several calls may be outstanding at once (a
+blocking ``accept`` does not hold up a ``state``). Responses are read by a thread of the client, or, while the
+client is attached to an event loop (``attach``), by that loop itself: cases in flight then share one thread
+and no lock is contended on their way. When the agent dies or the management connection drops, every
+outstanding call fails promptly with :class:`AgentGone`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import contextlib
 import itertools
 import json
 import logging
+import os
+import select
 import socket
 import subprocess
 import threading
@@ -89,13 +93,21 @@ class PendingCall:
                 if not arrived.done():
                     arrived.set_result(None)
 
+            loop_thread = threading.get_ident()
+
             def wake_from_reader() -> None:
+                if threading.get_ident() == loop_thread:  # answered by the loop itself (an attached client)
+                    wake()
+                    return
                 with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile: nobody waits any more
                     loop.call_soon_threadsafe(wake)
 
             self.on_done(wake_from_reader)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived, timeout)
+            timer = loop.call_later(max(0.0, timeout), wake)  # the answer's time limit: wait(0) then says so
+            try:
+                await arrived
+            finally:
+                timer.cancel()
         return self.wait(0)
 
     def settle(self, timeout: float) -> bool:
@@ -160,6 +172,14 @@ class AgentClient:
         self._pending: dict[int, PendingCall] = {}
         self._gone: str | None = None  # why the agent is unusable, once it is
         self._closed = False
+        self._fd = reader.fileno()
+        if sock is None:
+            os.set_blocking(self._fd, False)  # a pipe of its own; a socket is shared with the writer: MSG_DONTWAIT
+        self._buffer = bytearray()
+        self._read_lock = threading.Lock()  # the thread and the loop never split a line between them
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop reading the agent, while attached
+        self._thread_may_read = threading.Event()
+        self._thread_may_read.set()
         self._thread = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
         self._thread.start()
 
@@ -237,14 +257,60 @@ class AgentClient:
 
     # ---- responses ----
 
+    # ---- who reads the responses ----
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From now on ``loop`` (the calling thread's running loop) reads the responses; the thread rests."""
+        if self._loop is not None or self._gone is not None:
+            return
+        self._loop = loop
+        self._thread_may_read.clear()
+        loop.add_reader(self._fd, self._pump_from_loop)
+
+    def detach(self) -> None:
+        """The client's thread reads again (call from the loop's thread while it still runs, or after it ended)."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                loop.remove_reader(self._fd)
+        self._thread_may_read.set()
+
+    def _pump_from_loop(self) -> None:
+        if not self._pump():
+            self.detach()
+
     def _read_loop(self) -> None:
-        reason = "the agent closed its output"
-        try:
-            for line in self._reader:
-                self._dispatch(line)
-        except (OSError, ValueError) as exc:
-            reason = f"reading from the agent failed: {exc}"
-        self._mark_gone(self._exit_reason(reason))
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while not self._closed and self._gone is None:
+            if not self._thread_may_read.is_set():
+                self._thread_may_read.wait(0.5)
+                continue
+            if poller.poll(100) and not self._pump():
+                return
+
+    def _pump(self) -> bool:
+        """Read what the agent sent and dispatch every complete line; False once the agent is gone."""
+        with self._read_lock:
+            try:
+                chunk = self._sock.recv(1 << 16, socket.MSG_DONTWAIT) if self._sock else os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                return True
+            except (OSError, ValueError) as exc:
+                self._mark_gone(self._exit_reason(f"reading from the agent failed: {exc}"))
+                return False
+            if not chunk:
+                self._mark_gone(self._exit_reason("the agent closed its output"))
+                return False
+            self._buffer += chunk
+            lines = self._buffer.split(b"\n")
+            self._buffer = bytearray(lines.pop())
+        for line in lines:
+            if line.strip():
+                self._dispatch(bytes(line))
+        return True
 
     def _dispatch(self, line: bytes) -> None:
         try:
@@ -266,11 +332,11 @@ class AgentClient:
     def _exit_reason(self, reason: str) -> str:
         if self.process is None:
             return reason
-        try:
-            code = self.process.wait(timeout=0.5)
+        try:  # an event loop never waits for the process; the reader thread may
+            code = self.process.poll() if self._loop is not None else self.process.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             return reason
-        return f"{reason} (exit status {code})"
+        return reason if code is None else f"{reason} (exit status {code})"
 
     def _mark_gone(self, reason: str) -> None:
         with self._lock:
@@ -286,12 +352,13 @@ class AgentClient:
         """Say bye, give the agent up to a second to finish, then make sure it is gone. Never raises."""
         if self._closed:
             return
+        self.detach()
         self._closed = True
         deadline = time.monotonic() + CLOSE_BUDGET_S
         try:
             if self._gone is None:
                 with contextlib.suppress(AgentError):
-                    self.submit("bye").wait(CLOSE_BUDGET_S)
+                    self._say_bye()
             self._stop_transport(deadline)
         except Exception as exc:
             log.warning("%s: error while closing: %s", self.name, exc)
@@ -300,6 +367,17 @@ class AgentClient:
         for stream in (self._writer, self._reader):
             with contextlib.suppress(Exception):
                 stream.close()
+
+    def _say_bye(self) -> None:
+        """The bye and its answer, read here (the reader thread stopped when the client was marked closed)."""
+        call = self.submit("bye")
+        deadline = time.monotonic() + CLOSE_BUDGET_S
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while not call.done() and (left := deadline - time.monotonic()) > 0:
+            if poller.poll(max(1, int(left * 1000))) and not self._pump():
+                break
+        call.wait(0)
 
     def _stop_transport(self, deadline: float) -> None:
         if self._sock is not None:

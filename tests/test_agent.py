@@ -14,39 +14,35 @@ are marked ``netns`` and are skipped without root or ``ip``.
 from __future__ import annotations
 
 import base64
-import functools
 import json
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from zoo_support import error_of, namespace
 
 from conformance.targets.netns import call_in_netns, pids_in, run
 from conformance.upper_tester import AgentClient, AgentError, AgentGone, AgentTimeout
-from support import REPO, netns_available
-
-PY_AGENT = REPO / "conformance" / "agent.py"
-C_DIR = REPO / "agent" / "c"
-C_AGENT = C_DIR / "build" / "tcpconf-agent"
-C_BUILDS = {"posix": C_AGENT, "static": C_DIR / "build" / "tcpconf-agent-static",
-            "static-musl": C_DIR / "build" / "tcpconf-agent-musl"}  # fmt: skip
-KINDS = ("python", "c")
-V4, V6 = "198.18.0.1", "2001:2::1"
-V4_FORBIDDEN = "198.18.0.2"  # configured in the namespace, but not in the agent's --allow-connect list
-ADDRS = {"ipv4": V4, "ipv6": V6}
-TOKEN = "correct-horse"
-ALLOW = ("--allow-connect", V4, "--allow-connect", V6)
-PYTHON38 = Path.home() / ".pyenv" / "versions" / "3.8.18" / "bin" / "python"
-PATTERN = b"0123456789abcdef"
-ALL_OPS = ("hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
-ALL_OPS += ("sockopt", "bye")
+from support.agent import (
+    ADDRS,
+    ALL_OPS,
+    ALLOW,
+    KINDS,
+    PATTERN,
+    PYTHON38,
+    TOKEN,
+    V4,
+    V4_FORBIDDEN,
+    V6,
+    agent_argv,
+    build_c_agent,
+    pair,
+    recv_exactly,
+    recv_once,
+)
+from support.zoo import error_of
 
 TcpAgent = tuple[subprocess.Popen, int]  # the agent process and its management port
 python_only = pytest.mark.parametrize("kind", ["python"])  # overrides the ``kind`` fixture: the reference agent
@@ -55,56 +51,12 @@ python_only = pytest.mark.parametrize("kind", ["python"])  # overrides the ``kin
 # ---- fixtures and helpers ------------------------------------------------------------------------
 
 
-@functools.cache
-def _make(target: str) -> tuple[Path | None, str]:
-    """Build the C agent with its Makefile once per session: (binary, "") or (None, why it cannot be built)."""
-    if shutil.which("gcc") is None or shutil.which("make") is None:
-        return None, "building the C agent needs gcc and make"
-    if target == "static-musl" and shutil.which("musl-gcc") is None:
-        return None, "the musl build needs musl-gcc (Debian package musl-tools)"
-    proc = subprocess.run(["make", "-s", "-C", str(C_DIR), target], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        return None, f"make {target} failed:\n{proc.stdout}\n{proc.stderr}"
-    return C_BUILDS[target], ""
-
-
-def build_c_agent(target: str = "posix") -> Path:
-    """The C agent's binary (``posix``, ``static`` or ``static-musl``); skips without the compiler, fails when the
-    build does."""
-    binary, why = _make(target)
-    if binary is None:
-        if why.startswith("make "):
-            pytest.fail(why)
-        pytest.skip(why)
-    return binary
-
-
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     """Which agent a scenario runs against; the C variant builds the agent first (or skips without gcc)."""
     if request.param == "c":
         build_c_agent()
     return request.param
-
-
-def agent_argv(kind: str, ns: str, *args: str, binary: Path = C_AGENT, python: str = sys.executable) -> list[str]:
-    """The command line of an agent of ``kind`` inside namespace ``ns``."""
-    program = [str(binary)] if kind == "c" else [python, str(PY_AGENT)]
-    return ["ip", "netns", "exec", ns, *program, *args]
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    """A fresh namespace with lo up and the test addresses; deleted (its processes killed) afterwards."""
-    reason = netns_available()
-    if reason:
-        pytest.skip(reason)
-    with namespace("agent") as ns:
-        run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        for addr in (f"{V4}/32", f"{V4_FORBIDDEN}/32"):
-            run(["ip", "-n", ns, "addr", "add", addr, "dev", "lo"])
-        run(["ip", "-n", ns, "addr", "add", f"{V6}/128", "dev", "lo", "nodad"])
-        yield ns
 
 
 @pytest.fixture
@@ -133,30 +85,6 @@ def _raw_session(kind: str, ns: str, args: list[str], lines: list[str]) -> tuple
     data = "".join(line + "\n" for line in lines).encode()
     proc = subprocess.run(agent_argv(kind, ns, "--stdio", *args), input=data, capture_output=True, timeout=20)
     return [json.loads(line) for line in proc.stdout.splitlines()], proc.returncode
-
-
-def pair(agent: AgentClient, family: str = "ipv4") -> tuple[int, int, int, dict, dict]:
-    """Listener, connected and accepted socket handles, plus the connect and accept results."""
-    addr = ADDRS[family]
-    listener = agent.call("listen", family=family, addr=addr, port=0)
-    accepting = agent.submit("accept", sock=listener["sock"], timeout_ms=5000)
-    connected = agent.call("connect", family=family, addr=addr, port=listener["port"])
-    accepted = accepting.wait(6.0)
-    return listener["sock"], connected["sock"], accepted["sock"], connected, accepted
-
-
-def _recv(agent: AgentClient, sock: int, **args: Any) -> tuple[bytes, dict]:
-    result = agent.call("recv", sock=sock, **args)
-    return base64.b64decode(result["data_b64"]), result
-
-
-def recv_exactly(agent: AgentClient, sock: int, length: int) -> bytes:
-    data = b""
-    while len(data) < length:
-        chunk, result = _recv(agent, sock)
-        assert not result["eof"], f"eof after {len(data)} of {length} bytes"
-        data += chunk
-    return data
 
 
 def _wait_state(agent: AgentClient, sock: int, wanted: set[str], timeout: float = 3.0) -> str:
@@ -336,7 +264,7 @@ def test_listen_on_port_zero_returns_the_port(agent: AgentClient, family: str) -
 
 @pytest.mark.netns
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_connect_accept_send_recv(agent: AgentClient, family: str) -> None:
+def test_connect_accept_sendrecv_once(agent: AgentClient, family: str) -> None:
     _, client, server, connected, accepted = pair(agent, family)
     assert accepted["peer"] == connected["local"]
     assert accepted["local"] == connected["peer"]
@@ -371,13 +299,13 @@ def test_connect_from_a_chosen_local_port(agent: AgentClient) -> None:
 def test_recv_reports_eof_after_peer_shutdown_wr(agent: AgentClient) -> None:
     _, client, server, _, _ = pair(agent)
     assert agent.call("shutdown", sock=client, how="wr") == {}
-    data, result = _recv(agent, server)
+    data, result = recv_once(agent, server)
     assert (data, result["len"], result["eof"]) == (b"", 0, True)
     assert agent.call("state", sock=server)["state"] == "CLOSE-WAIT"
     assert _wait_state(agent, client, {"FIN-WAIT-2"}) == "FIN-WAIT-2"
 
     assert agent.call("close", sock=server) == {}
-    _, result = _recv(agent, client)
+    _, result = recv_once(agent, client)
     assert result["eof"]
     # Linux hands the connection to a time-wait socket and reports the user socket CLOSED.
     assert _wait_state(agent, client, {"TIME-WAIT", "CLOSED"}) in {"TIME-WAIT", "CLOSED"}
@@ -562,7 +490,7 @@ def test_blocking_accept_does_not_delay_other_requests(agent: AgentClient) -> No
 
 
 @pytest.mark.netns
-def test_close_ends_a_blocked_recv(agent: AgentClient) -> None:
+def test_close_ends_a_blockedrecv_once(agent: AgentClient) -> None:
     _, client, _, _, _ = pair(agent)
     receiving = agent.submit("recv", sock=client, timeout_ms=20_000)
     time.sleep(0.1)

@@ -13,11 +13,9 @@ import subprocess
 import tty
 
 import pytest
-from test_agent import ALLOW, PATTERN, agent_argv, build_c_agent, netns, pair, recv_exactly
 
 from conformance.upper_tester import AgentClient
-
-__all__ = ["netns"]  # the fixture, imported to be used here
+from support.agent import ALLOW, PATTERN, agent_argv, build_c_agent, pair, recv_exactly
 
 
 @pytest.mark.netns

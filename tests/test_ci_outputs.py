@@ -44,7 +44,10 @@ def test_allure_labels_links_steps_and_evidence(graded_run: tuple) -> None:
     assert any(link["url"].endswith("rfc9293#section-3.10.7.4") for link in failed["links"])
     assert passed["status"] == "passed" and failed["status"] == "failed"
     assert [s["status"] for s in passed["steps"]] == ["passed", "passed"]
-    assert failed["steps"][-1]["status"] == "failed" and failed["steps"][-1]["name"].startswith("7. expect one of")
+    # The behaviour seen at step 7 does not conform under rfc793: that step is the failed one; the steps of the
+    # alternative's ``then`` still ran (the engine records all, the judge grades by profile).
+    step7 = next(s for s in failed["steps"] if s["name"].startswith("7. expect one of"))
+    assert step7["status"] == "failed"
     names = {a["name"] for a in failed["attachments"]}
     assert {"capture", "decoded trace", "verdict", "result"} <= names
     capture = next(a for a in failed["attachments"] if a["name"] == "capture")

@@ -82,9 +82,20 @@ def test_a_case_citing_two_requirements_counts_for_both() -> None:
     assert g["categories"]["fail"] == 1
 
 
-def test_a_requirement_takes_the_strongest_level_of_its_cases() -> None:
+def test_an_unregistered_requirement_takes_the_strongest_level_of_its_cases() -> None:
     g = grade(doc(case("A", level="SHOULD", requirements=["r:1"]), case("B", level="MUST", requirements=["r:1"])))
     assert requirement(g, "r:1")["level"] == "MUST"
+
+
+@pytest.mark.parametrize(("rid", "level"), [("rfc9293:MUST-67", "MUST"), ("rfc9293:SHLD-31", "SHOULD"),
+                                            ("rfc9293:MAY-2", "MAY"), ("rfc9293:MUST-9", "MUST")])  # fmt: skip
+def test_a_registered_requirement_is_graded_at_the_registrys_level_whatever_its_cases_say(rid: str, level: str) -> None:
+    """A case whose level disagrees with the registry is a `check` error; should one still reach grading (a run of
+    unchecked cases), the requirement keeps the level the registry gives it (MUST NOT counts as MUST)."""
+    wrong = "INFO" if level == "MUST" else "MUST"
+    g = grade(doc(case("A", "FAIL", level=wrong, requirements=[rid])))
+    assert requirement(g, rid)["level"] == level
+    assert requirement(g, rid)["category"] == ("fail" if level == "MUST" else "non-strict")
 
 
 # --------------------------------------------------------------------------- worst verdict

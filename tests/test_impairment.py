@@ -10,15 +10,14 @@ import time
 from collections import deque
 
 import pytest
-from test_engine_replay import FakeAgent, FakeLink, case_text, reply, rst_ack
 
-from conformance.engine.result import CaseResult, Failure, Verdict, combine_attempts, should_retry
-from conformance.engine.runner import CaseRunner, run_attempts
+from conformance.grading.judge import Judgement, another_attempt, judge_attempt, judge_case
 from conformance.model.loader import parse_case
 from conformance.targets import netns
 from conformance.targets.config import TargetConfig
 from conformance.targets.local import LocalTarget
 from conformance.targets.session import Session
+from conformance.vocabulary import Verdict
 from conformance.wire.build import OutSegment, build_packet
 from conformance.wire.impaired import ImpairedLink
 from conformance.wire.impairment import Impairment, ImpairmentError, parse_impairment
@@ -26,6 +25,7 @@ from conformance.wire.link import LinkBase
 from conformance.wire.segment import parse_packet
 from conformance.wire.tun import Frame
 from support import REPO, needs_netns, run_suite
+from support.fakes import FakeAgent, FakeLink, Replayed, case_text, reply, rst_ack, run_session
 
 # ---- the description ------------------------------------------------------------------------------
 
@@ -183,9 +183,9 @@ class DeclaredImpaired(FakeLink):
         self.impairment = parse_impairment(impairment)
 
 
-def _run(text: str, link: FakeLink) -> CaseResult:
-    session = Session(link, None, "ipv4", "198.18.0.2", "198.18.0.1", capabilities=set())  # type: ignore[arg-type]
-    return CaseRunner(parse_case(text, "inline.yaml"), session).run()
+def _run(text: str, link: FakeLink, agent: FakeAgent | None = None) -> Replayed:
+    session = Session(link, agent, "ipv4", "198.18.0.2", "198.18.0.1")  # type: ignore[arg-type]
+    return run_session(parse_case(text, "inline.yaml"), session)
 
 
 EXPECT_RST = case_text("  - send: {flags: S, seq: l_isn}\n  - expect: {flags: RA, ack: l_isn + 1, timeout: 50ms}\n")
@@ -265,51 +265,63 @@ def test_on_a_delaying_link_the_upper_tester_is_asked_after_the_segment_arrived(
     text = case_text("  - send: {flags: S, seq: l_isn}\n  - ut: listen\n")
     for impairment, least, most in (("delay 30ms 10ms", 0.04, 1.0), ("loss 1%", 0.0, 0.01)):
         link, agent = Timed(impairment), TimedAgent({"listen": {"sock": 1, "port": 5000}})
-        session = Session(link, agent, "ipv4", "198.18.0.2", "198.18.0.1", capabilities=set())  # type: ignore[arg-type]
-        assert CaseRunner(parse_case(text, "inline.yaml"), session).run().verdict == Verdict.PASS
+        assert _run(text, link, agent).verdict == Verdict.PASS
         assert least <= agent.at - link.times[0] < most, impairment
 
 
 # ---- the retry decision on synthetic attempts -----------------------------------------------------
 
 
-def attempt(verdict: Verdict, step: int = 2, fields: tuple[str, ...] = ("ack",), nothing: bool = False) -> CaseResult:
-    result = CaseResult(verdict, f"{verdict} at {step}")
+OUTCOME = {Verdict.PASS: "completed", Verdict.FAIL: "deviated", Verdict.INCONCLUSIVE: "undecidable",
+           Verdict.ERROR: "broken", Verdict.NOT_RUN: "unsupported"}  # fmt: skip
+
+
+def attempt(verdict: Verdict, step: int = 2, fields: tuple[str, ...] = ("ack",), nothing: bool = False,
+            impairment: str | None = "loss 1%") -> dict:  # fmt: skip
+    """The facts of one attempt that the engine would have recorded, for the judge."""
+    facts: dict = {"outcome": OUTCOME[verdict], "reason": f"{verdict} at {step}", "failure": None,
+                   "absence": False, "impairment": impairment, "behaviours": []}  # fmt: skip
     if verdict == Verdict.FAIL:
         mismatches = [] if nothing else [f"{f}: expected 1, got {step * 7}" for f in fields]
         actual = "(nothing)" if nothing else "RA seq 0"
-        result.failure = Failure(step, 10, "steps[1]", "expect", "RA", actual, mismatches, "req")
-    return result
+        facts["failure"] = {"step": step, "line": 10, "path": "steps[1]", "kind": "expect", "expected": "RA",
+                            "actual": actual, "mismatches": mismatches, "requirement": "req"}  # fmt: skip
+        facts["impairment"] = None if impairment is None else "delay 5ms"  # a FAIL the link cannot explain away
+    return facts
 
 
 P, F, INC, E, N = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.ERROR, Verdict.NOT_RUN
 
 
-def test_a_single_attempt_is_returned_unchanged() -> None:
-    only = attempt(F)
-    result = combine_attempts([only], None)
-    assert result is only and result.verdict == F and result.attempts == [] and result.attempts_json() == {}
+def combine(attempts: list[dict], impairment: str | None) -> Judgement:
+    for a in attempts:
+        a["impairment"] = impairment if a["outcome"] != "deviated" or impairment is None else a["impairment"]
+    return judge_case(attempts, "rfc9293")
+
+
+def test_a_single_attempt_is_judged_alone() -> None:
+    result = combine([attempt(F, impairment=None)], None)
+    assert result.verdict == F and result.attempts == [] and result.chosen == 0
 
 
 def test_attempts_that_disagree_are_inconclusive_naming_the_impairment() -> None:
-    result = combine_attempts([attempt(F), attempt(P)], "loss 1%")
+    result = judge_case([attempt(F), attempt(P)], "rfc9293")
     assert result.verdict == INC
-    assert result.reason.startswith("attempts disagree under impairment 'loss 1%': attempt 1: FAIL")
+    assert result.reason.startswith("attempts disagree under impairment 'delay 5ms': attempt 1: FAIL")
     assert [a["verdict"] for a in result.attempts] == ["FAIL", "PASS"]
     assert result.attempts[0]["failure_step"] == 2
-    assert result.attempts_json()["impairment"] == "loss 1%"
 
 
 def test_a_fail_the_same_way_in_every_attempt_stays_fail() -> None:
-    result = combine_attempts([attempt(F), attempt(F), attempt(F)], "loss 1%")
+    result = judge_case([attempt(F), attempt(F), attempt(F)], "rfc9293")
     assert result.verdict == F
-    assert "the same in all 3 attempts under impairment 'loss 1%'" in result.reason
+    assert "the same in all 3 attempts under impairment 'delay 5ms'" in result.reason
     assert result.failure is not None
 
 
 def test_a_fail_with_an_extra_mismatch_from_the_link_is_still_the_same_way() -> None:
     attempts = [attempt(F, fields=("len",)), attempt(F, fields=("seq", "len")), attempt(F, fields=("len",))]
-    assert combine_attempts(attempts, "reorder 25% delay 5ms").verdict == F
+    assert judge_case(attempts, "rfc9293").verdict == F
 
 
 @pytest.mark.parametrize(
@@ -320,10 +332,10 @@ def test_a_fail_with_an_extra_mismatch_from_the_link_is_still_the_same_way() -> 
         [attempt(F), attempt(F, nothing=True), attempt(F)],  # once wrong, once missing
     ],
 )
-def test_fails_in_different_ways_are_inconclusive(attempts: list[CaseResult]) -> None:
-    result = combine_attempts(attempts, "reorder 25% delay 5ms")
+def test_fails_in_different_ways_are_inconclusive(attempts: list[dict]) -> None:
+    result = judge_case(attempts, "rfc9293")
     assert result.verdict == INC
-    assert result.reason.startswith("attempts failed in different ways under impairment 'reorder 25% delay 5ms'")
+    assert result.reason.startswith("attempts failed in different ways under impairment 'delay 5ms'")
 
 
 @pytest.mark.parametrize(
@@ -338,7 +350,7 @@ def test_fails_in_different_ways_are_inconclusive(attempts: list[CaseResult]) ->
     ],
 )
 def test_undecided_attempts(verdicts: list[Verdict], expected: Verdict) -> None:
-    result = combine_attempts([attempt(v) for v in verdicts], "loss 1%")
+    result = judge_case([attempt(v) for v in verdicts], "rfc9293")
     assert result.verdict == expected, result.reason
     assert len(result.attempts) == len(verdicts)
 
@@ -349,25 +361,23 @@ def test_undecided_attempts(verdicts: list[Verdict], expected: Verdict) -> None:
      ([F, F, F], 3, False)],
 )  # fmt: skip
 def test_when_to_run_another_attempt(verdicts: list[Verdict], limit: int, again: bool) -> None:
-    assert should_retry([attempt(v) for v in verdicts], limit) is again
+    judged = [judge_attempt(attempt(v), "rfc9293") for v in verdicts]
+    assert another_attempt(judged, limit) is again
 
 
-def test_run_attempts_runs_once_on_a_clean_link_and_until_decided_otherwise() -> None:
-    class Scripted:
-        def __init__(self, queue: list[Verdict]) -> None:
-            self.queue, self.runs = queue, 0
+def test_a_case_runs_once_on_a_clean_link_and_until_decided_otherwise() -> None:
+    def run_until_decided(queue: list[Verdict], limit: int) -> tuple[Judgement, int]:
+        attempts: list[dict] = []
+        judged: list[Judgement] = []
+        while another_attempt(judged, limit):  # the loop of SuiteRun.run_job
+            attempts.append(attempt(queue.pop(0)))
+            judged.append(judge_attempt(attempts[-1], "rfc9293"))
+        return judge_case(attempts, "rfc9293"), len(attempts)
 
-        def __call__(self) -> Scripted:
-            return self
-
-        def run(self) -> CaseResult:
-            self.runs += 1
-            return attempt(self.queue.pop(0))
-
-    once = Scripted([F, P])
-    assert run_attempts(once, 1, None).verdict == F and once.runs == 1  # type: ignore[arg-type]
-    until = Scripted([INC, F, P, F])
-    assert run_attempts(until, 5, "loss 1%").verdict == INC and until.runs == 3  # type: ignore[arg-type]
+    verdict, runs = run_until_decided([F, P], 1)
+    assert verdict.verdict == F and runs == 1
+    verdict, runs = run_until_decided([INC, F, P, F], 5)
+    assert verdict.verdict == INC and runs == 3
 
 
 # ---- on the real local target ---------------------------------------------------------------------
@@ -456,8 +466,9 @@ def test_real_cases_under_heavy_loss_pass_or_are_inconclusive_never_fail(tmp_pat
         assert case["verdict"] in ("PASS", "INCONCLUSIVE"), (case["id"], case["reason"])
         assert case["impairment"] == "loss 30%"
         assert "--impair='loss 30%'" in case["rerun"] or "'--impair=loss 30%'" in case["rerun"]
-        for a in case.get("attempts", []):
+        for a in case.get("attempt_summary", []):
             assert a["verdict"] != "FAIL" or case["verdict"] == "INCONCLUSIVE"
+        assert len(case["attempts"]) == len(case.get("attempt_summary", [None]))  # the facts of every attempt
 
 
 @needs_netns
@@ -466,7 +477,7 @@ def test_a_clean_run_records_no_attempts_and_a_bad_option_is_one_line(tmp_path) 
     run = run_suite(tmp_path, "testcases/reset/closed-port-syn.yaml")
     for case in run.results["cases"]:
         assert case["verdict"] == "PASS"
-        assert "attempts" not in case and "impairment" not in case
+        assert len(case["attempts"]) == 1 and "attempt_summary" not in case and "impairment" not in case
     bad = subprocess.run(
         [sys.executable, "-m", "pytest", "--impair=loss 3", "testcases/reset/closed-port-syn.yaml"],
         cwd=REPO, capture_output=True, text=True, check=False,

@@ -47,7 +47,7 @@ def test_every_first_case_passes_over_ipv4_and_ipv6(tmp_path: Path) -> None:
     assert expected == set(verdicts), sorted(expected ^ set(verdicts))
     assert {k: v for k, v in verdicts.items() if v != "PASS"} == {}
     results = run.results
-    assert results["schema"] == "tcp-conformance/results/1"
+    assert results["schema"] == "tcp-conformance/results/2"
     assert results["target"]["name"] == "local"
     assert results["summary"]["PASS"] == len(verdicts)
     for case in results["cases"]:

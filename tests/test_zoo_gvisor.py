@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import TCP
 from scapy.packet import Raw
-from zoo_support import CORE_OPS, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
 from conformance.upper_tester import AgentClient
 from support import REPO, needs_netns
+from support.zoo import CORE_OPS, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
 PROG = REPO / "zoo" / "gvisor" / "build" / "tcpconf-gvisor"
 TAP = "gvtap0"

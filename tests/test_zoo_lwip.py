@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import TCP
 from scapy.packet import Raw
-from zoo_support import CORE_OPS, FAMILIES, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
 from conformance.upper_tester import AgentClient, AgentError
 from support import REPO, netns_available
+from support.zoo import CORE_OPS, FAMILIES, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
 PROG = REPO / "zoo" / "lwip" / "build" / "tcpconf-lwip"
 TAP = "tap0"

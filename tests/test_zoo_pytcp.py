@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import TCP
 from scapy.packet import Raw
-from zoo_support import CORE_OPS, FAMILIES, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
 from conformance.upper_tester import AgentClient, PendingCall
+from support.zoo import CORE_OPS, FAMILIES, TARGET, TESTER, SegmentTester, error_of, launch_argv, namespace
 
 PROGRAM = Path(__file__).resolve().parent.parent / "zoo" / "pytcp" / "build" / "tcpconf-pytcp"
 TOKEN = "zoo-pytcp-token"

@@ -23,9 +23,9 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet, Raw
-from zoo_support import FAMILIES, TARGET, TESTER, SegmentTester, error_of
 
 from conformance.upper_tester import AgentClient
+from support.zoo import FAMILIES, TARGET, TESTER, SegmentTester, error_of
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo" / "qemu"
 sys.path.insert(0, str(ZOO))

@@ -24,7 +24,7 @@ from ..vocabulary import (
     VERDICTS,
     rfc_number,
 )
-from .registry import rfc_topic
+from .registry import registered_levels, rfc_topic
 
 DEFAULT_AREA = "RFC 9293 connection management"
 CORE_RFCS = frozenset({"793", "9293"})
@@ -84,10 +84,12 @@ class _Requirement:
     id: str
     title: str
     cases: list[Mapping[str, Any]] = field(default_factory=list)
+    registered: str | None = None  # the level the requirements registry gives the id (None: not a registered id)
 
     @property
     def level(self) -> str:
-        return strongest_level(case_level(c) for c in self.cases)
+        """The registry's level of a numbered requirement; for a case that cites none, the case's own level."""
+        return self.registered or strongest_level(case_level(c) for c in self.cases)
 
     @property
     def verdict(self) -> str:
@@ -96,7 +98,11 @@ class _Requirement:
     @property
     def undecided(self) -> bool:
         """A MUST/SHOULD-level case of it ended ERROR or INCONCLUSIVE."""
-        return any(case_level(c) in STRICT_LEVELS and case_verdict(c) in UNDECIDED_VERDICTS for c in self.cases)
+        strict = self.level in STRICT_LEVELS if self.registered else None
+        return any(
+            (strict if strict is not None else case_level(c) in STRICT_LEVELS) and case_verdict(c) in UNDECIDED_VERDICTS
+            for c in self.cases
+        )
 
     def as_json(self) -> dict[str, Any]:
         level, verdict = self.level, self.verdict
@@ -118,9 +124,11 @@ def _cases(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _group(cases: Sequence[Mapping[str, Any]]) -> list[_Requirement]:
     """Requirements in the order of the first case citing each."""
     groups: dict[str, _Requirement] = {}
+    levels = registered_levels()
     for case in cases:
         for rid in case_requirements(case):
-            groups.setdefault(rid, _Requirement(rid, str(case.get("title") or ""))).cases.append(case)
+            group = groups.setdefault(rid, _Requirement(rid, str(case.get("title") or ""), registered=levels.get(rid)))
+            group.cases.append(case)
     return list(groups.values())
 
 

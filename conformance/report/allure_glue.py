@@ -1,5 +1,6 @@
 """allure-pytest integration: labels, links and severity from a case's metadata, one allure step per
-protocol step, and the case's evidence (pcap, ladder SVG, decoded trace, result record) as attachments.
+protocol step (replayed from the case's record), and the case's evidence (pcap, ladder SVG, decoded trace,
+result record) as attachments.
 
 Used only when allure-pytest is active (``--alluredir``); everything here is a no-op otherwise.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,22 @@ def label_case(meta: Any, family: str, feature: str) -> None:
             allure.dynamic.link(link[0], name=link[1])
 
 
-def step_scope() -> Callable[[int, str], contextlib.AbstractContextManager[Any]]:
-    """One allure step per protocol step; a StepFailed passing through marks it failed."""
+class StepFailure(AssertionError):
+    """Raised inside a replayed allure step so allure marks it failed (the case itself is judged elsewhere)."""
 
-    @contextlib.contextmanager
-    def scope(index: int, title: str) -> Iterator[None]:
-        with allure.step(f"{index}. {title}"):
-            yield
 
-    return scope
+def replay_steps(record: dict[str, Any]) -> None:
+    """One allure step per protocol step of the finished case, failed or broken where the case's step was.
+
+    Cases run concurrently on the run's own thread, so their steps are shown after the case, from its record.
+    """
+    for step in record.get("steps") or []:
+        title = f"{step['index']}. {step.get('summary', '')}"
+        if step.get("origin"):
+            title += f" [{step['origin']}]"
+        with contextlib.suppress(StepFailure), allure.step(title):
+            if step.get("outcome") in ("fail", "error", "inconclusive"):
+                raise StepFailure(step.get("detail") or step.get("outcome"))
 
 
 def attach_evidence(record: dict[str, Any], run_dir: Path, message: str, ladder_svg: str | None) -> None:

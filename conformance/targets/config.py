@@ -17,6 +17,7 @@ from ..wire.impairment import parse_impairment
 from ..yamlfile import Document, DocumentError, read_yaml_file
 
 SUPPORTED_KINDS = ("local", "remote", "launched")
+LOCAL_CONCURRENCY = 64  # the local kernel serves many connections at once; the tester keeps this many in flight
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
 UT_OPS_LITERAL = Literal[UT_OPS]  # type: ignore[valid-type]
 UT_FEATURES = ("user_timeout", "fastopen")  # optional agent arguments a case may need (hello's "features")
@@ -258,6 +259,13 @@ class TargetConfig(Strict):
     timers: TimersConfig = Field(
         TimersConfig(), description="timer values the implementation declares (PIXIT), checked by TMR-DECLARED-*"
     )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="how many cases may be in flight at once against this target (default: 64 for the local kind, "
+        "1 for a remote or launched stack until its entry says what it bears)",
+    )
     # --- impaired links (docs/robustness.md) ---
     impair: str = Field("", description="netem-style link impairment, e.g. 'loss 1%' (overridden by --impair)")
 
@@ -311,6 +319,12 @@ class TargetConfig(Strict):
             if not re.fullmatch(r"net\.[A-Za-z0-9_.\-]+", key):
                 raise ValueError(f"sysctl '{key}': only per-namespace net.* keys can be set for a target")
         return value
+
+    def in_flight_limit(self) -> int:
+        """The most cases in flight at once: the declared concurrency, else the kind's default."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return LOCAL_CONCURRENCY if self.kind == "local" else 1
 
     def address(self, family: str) -> Addresses:
         return self.ipv4 if family == "ipv4" else self.ipv6

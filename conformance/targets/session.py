@@ -74,6 +74,16 @@ class TargetBase:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def ensure_agent(self) -> None:
+        """Bring a dead agent (or stack) back before the next case; nothing is in flight then."""
+
+    def healthy(self) -> bool:
+        """Whether the link and the agent (where the target has one) still work."""
+        if self.link is None or self.link.down is not None:
+            return False
+        wants_agent = self.config.kind == "local" or self.config.agent is not None
+        return not wants_agent or (self.agent is not None and self.agent.alive)
+
     def restart(self) -> tuple[Link, AgentClient | None]:
         """The stack stopped and started again (a reboot, to the cases): its new link and agent."""
         self.stop()
@@ -87,11 +97,20 @@ class TargetBase:
             raise RuntimeError("the target is not started")
         entry = self.config
         addresses = entry.address(family)
-        capabilities = frozenset(self.capabilities)
+        capabilities, timers = self._declared()
         return Session(
             self.link, self.agent, family, addresses.tester, addresses.target, capabilities, ports, addresses.prefix,
             entry.flood_rate_cap if entry.allow_flood else 0, entry.ports.open, entry.ports.echo,
             entry.agent is not None and entry.agent.listen_any,
             restart=self.restart if "target.restart" in capabilities else None,
-            timers=entry.timers.bindings(),
+            timers=dict(timers),
         )  # fmt: skip
+
+    def _declared(self) -> tuple[frozenset[str], dict[str, int]]:
+        """Capabilities and timer bindings, computed once per agent (a new agent may offer other operations)."""
+        key = id(self.agent)
+        cached = getattr(self, "_declared_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, frozenset(self.capabilities), self.config.timers.bindings())
+            self._declared_cache = cached
+        return cached[1], cached[2]
