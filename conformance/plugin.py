@@ -143,6 +143,8 @@ def pytest_configure(config: pytest.Config) -> None:
         _install_signal_handlers()
         if state.suite is not None:
             _clear_previous_results(state.suite.run_dir)
+    if state.suite is not None and _runs_cases(config) and not config.option.collectonly and _may_start(state):
+        state.suite.start_early()  # the target comes up while pytest collects the cases
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -171,6 +173,16 @@ def _run_without_root(config: pytest.Config, state: RunState) -> None:
     if capman is not None:
         capman.suspend_global_capture(in_=True)  # hand the real stdout/stderr to the new process
     userns.reenter(list(config.invocation_params.args))
+
+
+def _may_start(state: RunState) -> bool:
+    """Whether this process may bring the target up now: the local kind needs root (or the run's own user
+    namespace), and xdist's controller runs no case itself."""
+    config = state.config
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        return False
+    kind = state.suite.entry.kind if state.suite is not None else "local"
+    return kind != "local" or os.geteuid() == 0 or userns.inside()
 
 
 def _runs_cases(config: pytest.Config) -> bool:
@@ -356,8 +368,8 @@ class CaseItem(pytest.Item):
             pytest.skip(f"INCONCLUSIVE: {result.reason}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, CaseFailed | CaseError):
-            return str(excinfo.value)
+        if isinstance(excinfo.value, CaseFailed | CaseError | pytest.xfail.Exception):
+            return str(excinfo.value)  # the case's own text; a Python traceback would say nothing (and cost ~50 ms)
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:

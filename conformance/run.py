@@ -170,8 +170,10 @@ class SuiteRun:
         self.target_setup_s = 0.0
         self.writer: RunWriter | None = None
         self.peak_in_flight = 0
+        self.cpu_began: float | None = None  # the process's CPU time when the first case started
         self._demuxes: dict[int, Demux] = {}
         self._lock = threading.Lock()  # the writer, when results are recorded from more than one thread
+        self._starting = threading.Lock()  # the target is started once, also when started early
         # Judging and writing a finished case (capture, record) is done off the event loop's thread, so the cases
         # still in flight keep their reaction times.
         self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tcpconf-record")
@@ -185,6 +187,20 @@ class SuiteRun:
     # ---- the target ------------------------------------------------------------------------------------------
     def start(self) -> Target:
         """The started target, created on first use; a failed start is remembered and raised again."""
+        with self._starting:
+            return self._start()
+
+    def start_early(self) -> None:
+        """Start the target on a thread of its own while the caller does other work (pytest's collection); the
+        run takes it over when it begins. A failure is remembered for the run."""
+
+        def start() -> None:
+            with contextlib.suppress(TargetUnavailable):
+                self.start()
+
+        threading.Thread(target=start, name="tcpconf-target-start", daemon=True).start()
+
+    def _start(self) -> Target:
         if self.start_error:
             raise TargetUnavailable(self.start_error)
         if self.target is None:
@@ -273,6 +289,8 @@ class SuiteRun:
         )
 
         async def start(job: Job) -> None:
+            if self.cpu_began is None:
+                self.cpu_began = time.process_time()
             on_result(await self.run_job(job))
 
         try:
@@ -386,7 +404,11 @@ class SuiteRun:
         return {"run_id": self.run_dir.name, "started": iso(self.started), "command": self.options.command,
                 "target": target, "profile": self.options.profile,
                 "run": {"concurrency": self.concurrency(), "peak_in_flight": self.peak_in_flight,
-                        "target_setup_s": round(self.target_setup_s, 6)}}  # fmt: skip
+                        "target_setup_s": round(self.target_setup_s, 6), "cpu_s": self.cpu_s()}}  # fmt: skip
+
+    def cpu_s(self) -> float:
+        """The process's CPU time (all its threads: pytest's, the loop's, the recorder's) since the first case."""
+        return round(time.process_time() - self.cpu_began, 3) if self.cpu_began is not None else 0.0
 
     def finish(self) -> dict[str, Any] | None:
         """results.json and index.html from every worker's records (None when no case was recorded)."""

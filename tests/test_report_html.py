@@ -323,6 +323,7 @@ def test_failure_block_shows_expected_actual_mismatches_and_step(results: dict) 
     assert [[td.text() for td in tr.find_all("td")] for tr in steps][1] == [
         "2",
         "14",
+        "",  # written in the case itself, not expanded from a fragment
         "expect",
         "expect S.got R.",
         "fail",
@@ -571,3 +572,18 @@ def test_ladder_needs_nothing_the_csp_forbids(graded: dict) -> None:
             assert not any(name.startswith("on") for name in node.attrs)
     test_csp_allows_exactly_the_inline_script_and_style(graded)
     test_page_is_well_formed_and_self_contained(graded)
+
+
+def test_a_step_expanded_from_a_fragment_names_it_and_the_profiles_of_each_behaviour_are_shown() -> None:
+    case = {
+        "id": "FRAG-01", "family": "ipv4", "title": "t", "level": "MUST", "verdict": "PASS", "reason": "ok",
+        "steps": [{"index": 1, "line": 12, "kind": "ut", "summary": "ut listen", "outcome": "ok", "detail": "ok",
+                   "origin": "passive-open[0]"}],
+        "behaviours": [{"step": 6, "label": "challenge-ack", "text": "challenge ACK",
+                        "conforms": ["rfc9293", "rfc5961"]}],
+        "verdicts": {"rfc9293": "PASS", "rfc793": "FAIL"},
+    }  # fmt: skip
+    html = render_html({"schema": "tcp-conformance/results/2", "profile": "rfc9293", "cases": [case]})
+    assert '<code class="origin">passive-open[0]</code>' in html
+    assert "challenge-ack</code> (challenge ACK); conforms under rfc9293, rfc5961" in html
+    assert "rfc793 " in html and "Verdict by profile" in html

@@ -10,6 +10,7 @@ handed to ``eval``. Arithmetic is exact on Python integers and only the final re
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -91,14 +92,7 @@ class Expr:
             raise ExprError("empty expression")
         if len(source) > MAX_LENGTH:
             raise ExprError(f"expression longer than {MAX_LENGTH} characters")
-        try:
-            tree = ast.parse(source, mode="eval")
-            _check(tree)
-        except SyntaxError as exc:
-            raise ExprError(f"cannot parse expression {source!r}: {exc.msg}") from None
-        except (RecursionError, MemoryError):
-            raise ExprError("expression nested too deeply") from None
-        return cls(source, tree, _names(tree))
+        return _parsed(source)
 
     def evaluate(self, env: Mapping[str, int], *, wrap: bool = True) -> int:
         value = _eval(self.tree.body, env)
@@ -106,6 +100,20 @@ class Expr:
 
     def __str__(self) -> str:
         return self.text
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(source: str) -> Expr:
+    """One parsed, checked expression per text: the catalogue writes ``l_isn + 1`` hundreds of times, and an
+    ``Expr`` is immutable (its tree is never changed after the check)."""
+    try:
+        tree = ast.parse(source, mode="eval")
+        _check(tree)
+    except SyntaxError as exc:
+        raise ExprError(f"cannot parse expression {source!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExprError("expression nested too deeply") from None
+    return Expr(source, tree, _names(tree))
 
 
 def _eval(node: ast.AST, env: Mapping[str, int]) -> int:

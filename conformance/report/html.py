@@ -660,13 +660,37 @@ def _steps(steps: Sequence[Any]) -> str:
         summary = f"<code>{_e(step.get('summary', ''))}</code>"
         if detail:
             summary += f'<br><span class="muted">{_e(detail)}</span>'
+        origin = step.get("origin")
+        origin_cell = f'<code class="origin">{_e(origin)}</code>' if origin else ""
         rows.append(
             f'<tr class="out-{_slug(outcome)}"><td class="num">{_e(step.get("index"))}</td>'
-            f'<td class="num">{_e(step.get("line"))}</td><td>{_e(step.get("kind", ""))}</td>'
+            f'<td class="num">{_e(step.get("line"))}</td><td>{origin_cell}</td><td>{_e(step.get("kind", ""))}</td>'
             f"<td>{summary}</td><td>{_e(outcome)}</td></tr>"
         )
-    head = '<th class="num">#</th><th class="num">Line</th><th>Kind</th><th>Summary</th><th>Outcome</th>'
+    head = (
+        '<th class="num">#</th><th class="num">Line</th><th title="the fragment step a use: step expanded into">'
+        "From fragment</th><th>Kind</th><th>Summary</th><th>Outcome</th>"
+    )
     return "<h3>Steps</h3>" + _table("steps", head, rows)
+
+
+def _behaviours(case: Mapping[str, Any]) -> str:
+    """Each behaviour the target showed where a step accepts several, and the profiles under which it conforms."""
+    items = []
+    for behaviour in (_as_map(b) for b in _as_list(case.get("behaviours"))):
+        conforms = behaviour.get("conforms")
+        where = "every profile" if conforms is None else (", ".join(map(str, conforms)) or "no profile")
+        items.append(
+            f"<li>step {_e(behaviour.get('step'))}: <code>{_e(behaviour.get('label'))}</code> "
+            f"({_e(behaviour.get('text'))}); conforms under {_e(where)}</li>"
+        )
+    return f'<ul class="behaviours">{"".join(items)}</ul>' if items else ""
+
+
+def _by_profile(case: Mapping[str, Any]) -> str:
+    """The case's verdict under every profile (what ``report regrade`` would give), from the same facts."""
+    verdicts = _as_map(case.get("verdicts"))
+    return " ".join(f"{_e(p)} {_badge(str(v))}" for p, v in verdicts.items())
 
 
 def _trace(trace: Sequence[Any], failed_step: Any) -> str:
@@ -720,7 +744,8 @@ def _case_details(case: Mapping[str, Any], anchor: str) -> str:
         ("Verdict", _badge(verdict)),
         ("Reason", _e(case.get("reason", ""))),
         ("Known deviation", _known(case)),
-        ("Behaviour observed", _e(case.get("behaviour_text") or case.get("behaviour") or "")),
+        ("Behaviour observed", _behaviours(case) or _e(case.get("behaviour_text") or case.get("behaviour") or "")),
+        ("Verdict by profile", _by_profile(case)),
         ("RFC areas", _e(", ".join(_areas(case)))),
         ("Tags", _codes(tags) if tags else ""),
         ("Case file", f"<code>{_e(case.get('file', ''))}</code>"),
