@@ -129,6 +129,7 @@ def default_targets_file(config: pytest.Config) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     _check_options(config)
+    _check_root(config)
     state = RunState(config)
     config.stash[STATE] = state
     for level in ("must", "should", "may", "info"):
@@ -141,7 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         _run_without_root(config, state)
         _install_signal_handlers()
-        if state.suite is not None:
+        if state.suite is not None and _runs_cases(config):
             _clear_previous_results(state.suite.run_dir)
     if state.suite is not None and _runs_cases(config) and not config.option.collectonly and _may_start(state):
         state.suite.start_early()  # the target comes up while pytest collects the cases
@@ -173,6 +174,21 @@ def _run_without_root(config: pytest.Config, state: RunState) -> None:
     if capman is not None:
         capman.suspend_global_capture(in_=True)  # hand the real stdout/stderr to the new process
     userns.reenter(list(config.invocation_params.args))
+
+
+def _check_root(config: pytest.Config) -> None:
+    """``--report-dir DIR`` with a space: pytest reads its command line once before it knows the suite's options,
+    takes DIR for a test path and makes its parent the root directory; the run would then collect whatever lies
+    there (seen: the project's own tests). Say so in one line instead."""
+    report_dir = config.option.report_dir
+    if not report_dir or hasattr(config, "workerinput"):  # a worker gets its run directory from the controller
+        return
+    cwd = Path(config.invocation_params.dir).resolve()
+    if Path(report_dir).resolve().is_relative_to(config.rootpath) and not cwd.is_relative_to(config.rootpath):
+        raise pytest.UsageError(
+            f"--report-dir {report_dir}: pytest took the directory for a test path (its root directory became "
+            f"{config.rootpath}); write --report-dir={report_dir}"
+        )
 
 
 def _may_start(state: RunState) -> bool:

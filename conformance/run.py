@@ -454,7 +454,6 @@ def _switch_interval(seconds: float):  # type: ignore[no-untyped-def]
     modules): a full collection over them paused the loop for 20 ms and more."""
     before, thresholds = sys.getswitchinterval(), gc.get_threshold()
     sys.setswitchinterval(seconds)
-    gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
     try:

@@ -194,7 +194,10 @@ class AgentClient:
         ``stderr`` is passed to Popen (default: inherited). Raises AgentError if the handshake fails;
         the process is gone by then.
         """
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        # A session of its own: a terminal's Ctrl-C reaches the suite, which ends the agent itself after its cases
+        # (the agent must not die under cases still in flight, which would then fail for that reason).
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                   start_new_session=True)  # fmt: skip
         assert process.stdin is not None and process.stdout is not None
         client = cls(process.stdout, process.stdin, process=process, name=f"agent[{process.pid}]")
         client._handshake(token, hello_timeout)

@@ -14,7 +14,9 @@ from support.fakes import FakeAgent, case_text, reply, run
 
 CHALLENGE = {"step": 2, "line": 9, "path": "steps[1]", "label": "challenge-ack", "text": "challenge ACK",
              "conforms": ["rfc9293", "rfc5961"], "seen": "A seq 5 ack 6", "expected": "[challenge-ack] A | [reset] R",
-             "repeated": False}  # fmt: skip
+             "repeated": False,
+             "alternatives": [{"label": "challenge-ack", "expect": "A", "conforms": ["rfc9293", "rfc5961"]},
+                              {"label": "reset", "expect": "R", "conforms": ["rfc9293", "rfc793"]}]}  # fmt: skip
 
 
 def facts(outcome: str = "completed", **extra: object) -> dict:
@@ -41,6 +43,9 @@ def test_a_behaviour_conforms_only_under_its_profiles(profile: str, verdict: Ver
         assert judged.failure is not None and judged.failure["step"] == 2 and judged.failure["kind"] == "expect_one_of"
         assert judged.failure["actual"] == "A seq 5 ack 6" and judged.failure["requirement"].endswith("MUST-10]")
         assert f"does not conform under profile {profile}" in judged.reason
+        # the evidence names what would have conformed under this profile, not every alternative of the step
+        expected = {"rfc793": "[reset] R", "rfc1337": "(no alternative of this step conforms under rfc1337)"}
+        assert judged.failure["expected"] == expected[profile]
 
 
 def test_a_nonconforming_behaviour_is_the_evidence_even_when_a_later_step_failed() -> None:

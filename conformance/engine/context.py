@@ -101,4 +101,4 @@ class CaseContext:
 
     def announce(self, message: str) -> None:
         if self.on_wait is not None:
-            self.on_wait(f"{self.case.id}: {message}")
+            self.on_wait(f"{self.case.id}[{self.session.family}]: {message}")

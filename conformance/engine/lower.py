@@ -257,12 +257,18 @@ class LowerTester:
                     self._describe_alts(alts), seg.summary(), found, segment=seg,
                 )  # fmt: skip
         alt = chosen.alt
+        alternatives = [
+            {"label": a.alt.label, "expect": self._describe_alt(a),
+             "conforms": list(a.alt.conforms) if a.alt.conforms is not None else None}
+            for a in alts
+        ]  # fmt: skip
         ctx.record.behaviours.append(
             Behaviour(
                 ctx.step_index, step.line, step.path, alt.label, alt.behaviour,
                 list(alt.conforms) if alt.conforms is not None else None,
                 seg.summary() if seg is not None and alt.expect is not None else "(silence)",
                 self._describe_alts(alts), seg is not None and alt.expect is not None and flow.repeats_earlier(seg),
+                alternatives,
             )
         )  # fmt: skip
         record.detail = f"{alt.label}: {alt.behaviour}"
@@ -280,11 +286,9 @@ class LowerTester:
         return None
 
     def _describe_alts(self, alts: list[ParsedAlternative]) -> str:
-        parts = []
-        for a in alts:
-            if a.alt.expect is not None:
-                body = describe(a.alt.expect, self.ctx.env)
-            else:
-                body = f"silence for {a.alt.none.for_ * 1000:g} ms"  # type: ignore[union-attr]
-            parts.append(f"[{a.alt.label}] {body}")
-        return " | ".join(parts)
+        return " | ".join(f"[{a.alt.label}] {self._describe_alt(a)}" for a in alts)
+
+    def _describe_alt(self, a: ParsedAlternative) -> str:
+        if a.alt.expect is not None:
+            return describe(a.alt.expect, self.ctx.env)
+        return f"silence for {a.alt.none.for_ * 1000:g} ms"  # type: ignore[union-attr]

@@ -100,17 +100,19 @@ class Behaviour:
     seen: str  # the segment that showed it, or "(silence)"
     expected: str  # every acceptable behaviour of the step, for the evidence
     repeated: bool = False  # the segment is a copy of one the target sent earlier in the case
+    # every alternative of the step: its label, what it expects, and the profiles under which it conforms
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in BEHAVIOUR_FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Behaviour:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 FAILURE_FIELDS = ("step", "line", "path", "kind", "expected", "actual", "requirement")
-BEHAVIOUR_FIELDS = ("step", "line", "path", "label", "text", "conforms", "seen", "expected", "repeated")
+BEHAVIOUR_FIELDS = ("step", "line", "path", "label", "text", "conforms", "seen", "expected", "repeated", "alternatives")
 
 
 @dataclass

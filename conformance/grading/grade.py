@@ -24,7 +24,7 @@ from ..vocabulary import (
     VERDICTS,
     rfc_number,
 )
-from .registry import registered_levels, rfc_topic
+from .registry import registered_levels, registered_summaries, rfc_topic
 
 DEFAULT_AREA = "RFC 9293 connection management"
 CORE_RFCS = frozenset({"793", "9293"})
@@ -124,10 +124,11 @@ def _cases(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _group(cases: Sequence[Mapping[str, Any]]) -> list[_Requirement]:
     """Requirements in the order of the first case citing each."""
     groups: dict[str, _Requirement] = {}
-    levels = registered_levels()
+    levels, summaries = registered_levels(), registered_summaries()
     for case in cases:
         for rid in case_requirements(case):
-            group = groups.setdefault(rid, _Requirement(rid, str(case.get("title") or ""), registered=levels.get(rid)))
+            title = summaries.get(rid) or str(case.get("title") or "")  # the registry's words, not one case's
+            group = groups.setdefault(rid, _Requirement(rid, title, registered=levels.get(rid)))
             group.cases.append(case)
     return list(groups.values())
 

@@ -68,16 +68,28 @@ def nonconforming(behaviour: Mapping[str, Any], profile: str) -> bool:
 
 def _behaviour_failure(behaviour: Mapping[str, Any], profile: str, requirement: str) -> tuple[str, dict[str, Any]]:
     conforms = behaviour.get("conforms") or []
+    where = f"it conforms under: {', '.join(conforms)}" if conforms else "no profile accepts it: the case records it"
     reason = (
         f"behaviour seen: {behaviour['label']} ({behaviour['text']}); it does not conform under profile {profile} "
-        f"(it conforms under: {', '.join(conforms) or 'no profile'})"
+        f"({where})"
     )
     failure = {
         "step": behaviour["step"], "line": behaviour["line"], "path": behaviour["path"], "kind": "expect_one_of",
-        "expected": f"a behaviour conforming under {profile}: {behaviour.get('expected', '')}".rstrip(": "),
-        "actual": behaviour.get("seen") or "", "mismatches": [], "requirement": requirement,
+        "expected": _conforming(behaviour, profile), "actual": behaviour.get("seen") or "", "mismatches": [],
+        "requirement": requirement,
     }  # fmt: skip
     return reason, failure
+
+
+def _conforming(behaviour: Mapping[str, Any], profile: str) -> str:
+    """What the step would have had to see under ``profile``: its alternatives that conform there."""
+    alternatives = behaviour.get("alternatives")
+    if not alternatives:  # a record written before alternatives were kept
+        return f"a behaviour conforming under {profile}: {behaviour.get('expected', '')}".rstrip(": ")
+    fitting = [f"[{a['label']}] {a['expect']}" for a in alternatives if not nonconforming(a, profile)]
+    if not fitting:
+        return f"(no alternative of this step conforms under {profile})"
+    return " | ".join(fitting)
 
 
 def judge_attempt(facts: Facts, profile: str, requirement: str = "") -> Judgement:

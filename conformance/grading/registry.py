@@ -167,6 +167,12 @@ def registered_levels(path: Path = REGISTRY_FILE) -> dict[str, str]:
     return {rid: entry.case_level for rid, entry in load_registry(path).items() if entry.case_level is not None}
 
 
+@functools.cache
+def registered_summaries(path: Path = REGISTRY_FILE) -> dict[str, str]:
+    """Each registered id's one-line summary (or title): what a report calls the requirement."""
+    return {rid: entry.summary or entry.title or rid for rid, entry in load_registry(path).items()}
+
+
 def rfc_topic(number: str) -> str | None:
     """``1337`` -> ``TIME-WAIT assassination hazards``; None for an RFC the registry does not list."""
     document = documents().get(f"rfc{number}")

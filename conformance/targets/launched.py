@@ -122,7 +122,9 @@ class LaunchedTarget(TargetBase):
                 raise TargetStartError(f"{self.config.name} did not start: {exc}{self._log_tail()}") from None
             self.process = self.agent.process
             return
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+        # A session of its own: a terminal's Ctrl-C is the suite's to handle (it stops the stack when its cases end)
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                        start_new_session=True)  # fmt: skip
         if agent is None:
             return
         assert agent.address is not None
