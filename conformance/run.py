@@ -174,6 +174,7 @@ class SuiteRun:
         self._demuxes: dict[int, Demux] = {}
         self._lock = threading.Lock()  # the writer, when results are recorded from more than one thread
         self._starting = threading.Lock()  # the target is started once, also when started early
+        self._stopped = False
         # Judging and writing a finished case (capture, record) is done off the event loop's thread, so the cases
         # still in flight keep their reaction times.
         self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tcpconf-record")
@@ -203,6 +204,8 @@ class SuiteRun:
     def _start(self) -> Target:
         if self.start_error:
             raise TargetUnavailable(self.start_error)
+        if self._stopped:
+            raise TargetUnavailable("the run has ended")
         if self.target is None:
             began = time.monotonic()
             try:
@@ -222,9 +225,11 @@ class SuiteRun:
             with contextlib.suppress(Exception):
                 demux.close()
         self._demuxes.clear()
-        if self.target is not None:
-            self.target.stop()
-            self.target = None
+        with self._starting:  # a start begun early (while pytest collected) ends before its target is removed
+            self._stopped = True  # and one not begun yet never begins
+            if self.target is not None:
+                self.target.stop()
+                self.target = None
         if self.writer is not None:
             self.writer.close()
             self.writer = None
