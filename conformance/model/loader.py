@@ -9,12 +9,18 @@ other cases see (restart, syn_flood, isn_sample) needs the case to declare ``alo
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import dataclasses
+import functools
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..yamlfile import Document, Path_, load_validated, parse_yaml
 from .builder import Case, CaseBuilder, CaseFormatError, ParsedAlternative, Step
+from .cache import CaseCache
 from .case import CaseMeta
 from .fragment import Fragment, expand, load_fragments
 from .suggest import did_you_mean
@@ -92,9 +98,31 @@ def _parse_path(text: str) -> Path_:
 
 
 def load_case(path: Path, root: Path | None = None, fragments: Mapping[str, Fragment] | None = None) -> Case:
-    """Read and validate one case file; the error text names the path relative to ``root``."""
+    """Read and validate one case file; the error text names the path relative to ``root``. A file parsed before
+    and unchanged since comes from the cache of parsed cases (conformance/model/cache.py)."""
     try:
         source = str(path.relative_to(root)) if root else str(path)
     except ValueError:
         source = str(path)
-    return load_validated(path, lambda document: build_case(document, path, fragments), CaseFormatError, source)
+    cache, key = (_cache(), None) if fragments is None else (None, None)
+    if cache is not None:
+        with contextlib.suppress(OSError):
+            key = cache.file_key(path, path.read_bytes())
+            hit = cache.get(path, key)
+            if hit is not None:
+                return dataclasses.replace(hit, file=path)
+    case = load_validated(path, lambda document: build_case(document, path, fragments), CaseFormatError, source)
+    if cache is not None and key is not None:
+        cache.put(path, key, case)
+    return case
+
+
+@functools.cache
+def _cache() -> CaseCache | None:
+    """The process's cache of parsed cases, written back when the process ends; None when disabled
+    (TCPCONF_NO_CASE_CACHE=1)."""
+    if os.environ.get("TCPCONF_NO_CASE_CACHE"):
+        return None
+    cache = CaseCache()
+    atexit.register(cache.save)
+    return cache

@@ -1,0 +1,79 @@
+"""A cache of parsed cases, so a run does not parse and validate the same unchanged files again.
+
+Rules of this module: an entry is used only when the case file is byte for byte what was parsed (its path, size,
+modification time and content digest) and everything else that shapes a ``Case`` is unchanged too: the case
+format's code (conformance/model/*.py), the shipped fragments and the tag registry, the Python and pydantic
+versions. Only cases that loaded without error are kept. Any trouble with the cache (unwritable, corrupt, from
+another version) means no cache: the case is parsed as if there were none. The cache is one file in the user's
+cache directory (``$XDG_CACHE_HOME/tcp-conformance``), written whole and atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+MODEL_DIR = Path(__file__).resolve().parent
+FORMAT = 1
+
+
+def cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tcp-conformance" / "cases.pickle"
+
+
+@functools.cache
+def world_key() -> str:
+    """A digest of everything besides the case file that shapes a parsed case."""
+    digest = hashlib.sha256(f"{FORMAT}|{sys.version}|{pydantic.VERSION}".encode())
+    for path in sorted([*MODEL_DIR.glob("*.py"), *MODEL_DIR.glob("*.yaml"), *MODEL_DIR.glob("fragments/*.yaml")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class CaseCache:
+    """Parsed cases by file, for one process; ``save`` writes back what changed."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_file()
+        self.entries: dict[str, tuple[str, Any]] = {}  # file -> (its key, the parsed case)
+        self.changed = False
+        with contextlib.suppress(Exception):  # no cache, or one that cannot be read: start empty
+            data = pickle.loads(self.path.read_bytes())
+            if isinstance(data, dict) and data.get("world") == world_key():
+                self.entries = data["entries"]
+
+    @staticmethod
+    def file_key(path: Path, raw: bytes) -> str:
+        stat = path.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}:{hashlib.sha1(raw).hexdigest()}"
+
+    def get(self, path: Path, key: str) -> Any | None:
+        entry = self.entries.get(str(path.resolve()))
+        return entry[1] if entry is not None and entry[0] == key else None
+
+    def put(self, path: Path, key: str, case: Any) -> None:
+        self.entries[str(path.resolve())] = (key, case)
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.entries = {file: entry for file, entry in self.entries.items() if os.path.exists(file)}  # gone: dropped
+        with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            data = pickle.dumps({"world": world_key(), "entries": self.entries}, protocol=pickle.HIGHEST_PROTOCOL)
+            with tempfile.NamedTemporaryFile(dir=self.path.parent, delete=False, prefix=".cases-") as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, self.path)
+            self.changed = False

@@ -1,0 +1,66 @@
+"""The cache of parsed cases: used only for an unchanged file in an unchanged world, never trusted blindly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.model import cache as cache_module
+from conformance.model.cache import CaseCache
+from conformance.model.loader import CaseFormatError, load_case
+
+CASE = """\
+id: CACHE-01
+title: a cached case
+refs: [rfc9293:3.5]
+requirement: the suite's own test of its cache of parsed cases
+level: MUST
+steps:
+  - send: {flags: S, seq: l_isn}
+"""
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CaseCache:
+    made = CaseCache(tmp_path / "cache" / "cases.pickle")
+    monkeypatch.setattr("conformance.model.loader._cache", lambda: made)
+    return made
+
+
+def test_an_unchanged_file_comes_from_the_cache_and_a_changed_one_is_parsed_again(
+    tmp_path: Path, cache: CaseCache
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(CASE)
+    first = load_case(path)
+    assert cache.changed and len(cache.entries) == 1
+    assert load_case(path).meta is first.meta  # the very object: no parse
+    path.write_text(CASE.replace("a cached case", "an edited case"))
+    assert load_case(path).meta.title == "an edited case"
+
+
+def test_a_saved_cache_serves_the_next_process_only_in_the_same_world(
+    tmp_path: Path, cache: CaseCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(CASE)
+    load_case(path)
+    cache.save()
+    again = CaseCache(cache.path)
+    key = again.file_key(path, path.read_bytes())
+    assert again.get(path, key).meta.id == "CACHE-01"
+    monkeypatch.setattr(cache_module, "world_key", lambda: "another version of the case format")
+    assert CaseCache(cache.path).entries == {}
+
+
+def test_a_broken_case_is_never_cached_and_a_corrupt_cache_is_ignored(tmp_path: Path, cache: CaseCache) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(CASE.replace("level: MUST", "level: MOST"))
+    for _ in range(2):
+        with pytest.raises(CaseFormatError, match="level"):
+            load_case(path)
+    assert cache.entries == {}
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    cache.path.write_bytes(b"not a pickle")
+    assert CaseCache(cache.path).entries == {}
