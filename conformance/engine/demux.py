@@ -151,10 +151,14 @@ class Demux:
 
     def send(self, packet: bytes) -> None:
         self.link.send(packet)
+        self.expect_soon()
+        self._schedule()  # a link that records the tester's frames itself holds them as due now
+
+    def expect_soon(self) -> None:
+        """An answer is due within microseconds (to a segment, or to an agent request): poll, do not sleep."""
         selector = getattr(self.loop, "_selector", None)
         if isinstance(selector, SpinningSelector):
             selector.expect_soon()
-        self._schedule()  # a link that records the tester's frames itself holds them as due now
 
     def pump(self) -> None:
         """Move every frame that is ready to its case."""
