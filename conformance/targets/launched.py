@@ -16,6 +16,7 @@ import ipaddress
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,7 @@ class LaunchedTarget(TargetBase):
         if link.netns == "{link_netns}":
             self.link_ns = netns.namespace_name(f"{self.worker}-{self.config.name}-link"[:40])
             netns.create(self.link_ns)
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{netns.TAG}-{os.getpid()}-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{netns.TAG}-{os.getpid()}-", dir=reachable_tmp()))
         self.workdir.chmod(0o755)  # readable by stacks that drop root (passt runs as nobody)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,3 +213,16 @@ class LaunchedTarget(TargetBase):
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def reachable_tmp(base: str | None = None) -> str:
+    """A directory for the launched stack's work files that every user can traverse down to: the temporary
+    directory (TMPDIR) when it and all its parents let others through, else /tmp. Stacks that drop root (passt
+    becomes nobody) must reach their socket there, and a TMPDIR inside a private home would hide it."""
+    candidate = Path(base or tempfile.gettempdir())
+    try:
+        if all(p.stat().st_mode & stat.S_IXOTH for p in (candidate, *candidate.parents)):
+            return str(candidate)
+    except OSError:
+        pass
+    return "/tmp"
