@@ -9,6 +9,7 @@ engine's.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import socket
@@ -35,12 +36,18 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@functools.lru_cache(maxsize=4096)
+def _relative_file(file: Path, rootdir: Path) -> str:
+    """The case file as recorded: relative to the run's root when it lies under it (resolved once per file)."""
+    try:
+        return str(file.resolve().relative_to(rootdir.resolve()))
+    except ValueError:
+        return str(file)
+
+
 def case_identity(case: Case, family: str, nodeid: str, rootdir: Path) -> dict[str, Any]:
     """The fields that say which case this is (the same before and after any re-grading)."""
-    try:
-        file = str(case.file.resolve().relative_to(rootdir.resolve()))
-    except ValueError:
-        file = str(case.file)
+    file = _relative_file(case.file, rootdir)
     out = {
         "id": case.id, "family": family, "nodeid": nodeid, "title": case.meta.title, "file": file,
         "line": case.line, "level": str(case.meta.level), "refs": list(case.meta.refs),

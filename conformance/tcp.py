@@ -46,10 +46,16 @@ def parse_flags(value: Any) -> int:
     return bits
 
 
+def _flag_letters(bits: int) -> str:
+    return "".join(ch for ch in _FLAG_ORDER if bits & FLAG_BITS[ch]) or "none"
+
+
+_FLAG_TEXT = tuple(_flag_letters(bits) for bits in range(256))  # every flags byte, spelled once
+
+
 def format_flags(bits: int) -> str:
     """Canonical letters in header order, e.g. ``SA``, ``FA``, ``R``; ``none`` for no flag."""
-    text = "".join(ch for ch in _FLAG_ORDER if bits & FLAG_BITS[ch])
-    return text or "none"
+    return _FLAG_TEXT[bits] if 0 <= bits < 256 else _flag_letters(bits)
 
 
 def seq_add(a: int, n: int) -> int:

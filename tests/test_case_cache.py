@@ -64,3 +64,26 @@ def test_a_broken_case_is_never_cached_and_a_corrupt_cache_is_ignored(tmp_path: 
     cache.path.parent.mkdir(parents=True, exist_ok=True)
     cache.path.write_bytes(b"not a pickle")
     assert CaseCache(cache.path).entries == {}
+
+
+def test_the_cache_is_bounded_and_keeps_what_this_process_loaded(
+    tmp_path: Path, cache: CaseCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "MAX_ENTRIES", 3)
+    paths = []
+    for n in range(5):  # five files of an earlier process, left behind in a directory that still exists
+        path = tmp_path / f"old{n}.yaml"
+        path.write_text(CASE.replace("CACHE-01", f"CACHE-OLD-{n}"))
+        load_case(path)
+        paths.append(path)
+    cache.save()
+    assert len(CaseCache(cache.path).entries) == 5  # a process keeps every file it loaded, beyond the bound too
+    later = CaseCache(cache.path)
+    monkeypatch.setattr("conformance.model.loader._cache", lambda: later)
+    assert load_case(paths[2]).meta.id == "CACHE-OLD-2"  # used by this process: a cache hit, kept
+    fresh = tmp_path / "new.yaml"
+    fresh.write_text(CASE)
+    load_case(fresh)
+    later.save()
+    kept = set(CaseCache(cache.path).entries)
+    assert kept == {str(fresh.resolve()), str(paths[2].resolve()), str(paths[4].resolve())}

@@ -224,11 +224,19 @@ class CaseRun:
     # ---- texts for the report ------------------------------------------------------------------------------------
     def _describe_steps(self) -> None:
         for record in self.ctx.record.steps:
-            record.summary = summary(self.ctx.steps_by_index[record.index])
+            record.summary = step_summary(self.ctx.steps_by_index[record.index])
             packet = self.flow.detail_packets.get(record.index)
             seg = self.lower.matched.get(record.index) or (parse_packet(packet) if packet else None)
             if seg is not None and not record.detail:
                 record.detail = seg.summary()
+
+
+def step_summary(step: Step) -> str:
+    """``summary``, made once per step of a loaded case (every run of the case asks for the same lines)."""
+    text = step.__dict__.get("_summary")
+    if text is None:
+        text = step.__dict__["_summary"] = summary(step)
+    return text
 
 
 def summary(step: Step) -> str:

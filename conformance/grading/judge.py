@@ -201,6 +201,10 @@ def judge_case(attempts: Sequence[Facts], profile: str, requirement: str = "") -
 
 def verdicts_by_profile(attempts: Sequence[Facts]) -> dict[str, str]:
     """The case's verdict under every profile the suite knows (what re-grading offline would give)."""
+    if not any(b.get("conforms") is not None for a in attempts for b in a.get("behaviours") or ()):
+        # No behaviour names the profiles it conforms under: the profile cannot change the verdict.
+        verdict = str(judge_case(attempts, next(iter(PROFILES))).verdict)
+        return dict.fromkeys(PROFILES, verdict)
     return {profile: str(judge_case(attempts, profile).verdict) for profile in PROFILES}
 
 

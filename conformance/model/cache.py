@@ -5,7 +5,9 @@ modification time and content digest) and everything else that shapes a ``Case``
 format's code (conformance/model/*.py), the shipped fragments and the tag registry, the Python and pydantic
 versions. Only cases that loaded without error are kept. Any trouble with the cache (unwritable, corrupt, from
 another version) means no cache: the case is parsed as if there were none. The cache is one file in the user's
-cache directory (``$XDG_CACHE_HOME/tcp-conformance``), written whole and atomically.
+cache directory (``$XDG_CACHE_HOME/tcp-conformance``), written whole and atomically, and bounded: it keeps the
+files of the last ``MAX_ENTRIES`` loads (the files this process loaded always among them), so case files made
+in temporary directories, run once and left behind, cannot make every later start-up slower.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pydantic
 
 MODEL_DIR = Path(__file__).resolve().parent
 FORMAT = 1
+MAX_ENTRIES = 2000  # the catalogue is ~200 files; room for several checkouts and a vendor's own cases
 
 
 def cache_file() -> Path:
@@ -46,7 +49,8 @@ class CaseCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_file()
-        self.entries: dict[str, tuple[str, Any]] = {}  # file -> (its key, the parsed case)
+        self.entries: dict[str, tuple[str, Any]] = {}  # file -> (its key, the parsed case), oldest load first
+        self.used: set[str] = set()  # the files this process loaded
         self.changed = False
         with contextlib.suppress(Exception):  # no cache, or one that cannot be read: start empty
             data = pickle.loads(self.path.read_bytes())
@@ -59,17 +63,29 @@ class CaseCache:
         return f"{stat.st_size}:{stat.st_mtime_ns}:{hashlib.sha1(raw).hexdigest()}"
 
     def get(self, path: Path, key: str) -> Any | None:
-        entry = self.entries.get(str(path.resolve()))
-        return entry[1] if entry is not None and entry[0] == key else None
+        file = str(path.resolve())
+        entry = self.entries.get(file)
+        if entry is None or entry[0] != key:
+            return None
+        self.used.add(file)
+        return entry[1]
 
     def put(self, path: Path, key: str, case: Any) -> None:
-        self.entries[str(path.resolve())] = (key, case)
+        file = str(path.resolve())
+        self.entries.pop(file, None)
+        self.entries[file] = (key, case)  # the newest load goes last
+        self.used.add(file)
         self.changed = True
 
     def save(self) -> None:
         if not self.changed:
             return
         self.entries = {file: entry for file, entry in self.entries.items() if os.path.exists(file)}  # gone: dropped
+        excess = len(self.entries) - MAX_ENTRIES
+        if excess > 0:  # the oldest loads that this process did not use go first
+            stale = [file for file in self.entries if file not in self.used][:excess]
+            for file in stale:
+                del self.entries[file]
         with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             data = pickle.dumps({"world": world_key(), "entries": self.entries}, protocol=pickle.HIGHEST_PROTOCOL)

@@ -132,7 +132,14 @@ class Segment:
         return None
 
     def summary(self) -> str:
-        """A tcpdump-like line: ``198.18.0.2.4000 > 198.18.0.1.80: SA seq 1 ack 2 win 65535 <mss 1460> len 0``."""
+        """A tcpdump-like line: ``198.18.0.2.4000 > 198.18.0.1.80: SA seq 1 ack 2 win 65535 <mss 1460> len 0``
+        (made once per segment: the record, the capture's comments and the report all ask for it)."""
+        text = self.__dict__.get("_summary")
+        if text is None:
+            text = self.__dict__["_summary"] = self._summary()
+        return text
+
+    def _summary(self) -> str:
         parts = [f"{_addr(self.src, self.sport)} > {_addr(self.dst, self.dport)}:", format_flags(self.flags)]
         parts.append(f"seq {self.seq}")
         if self.flags & ACK or self.ack:
