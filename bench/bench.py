@@ -20,10 +20,14 @@ results.json:
   flight;
 - per-case overhead: what a case took beyond its protocol waits (declared windows and waits, and the time until
   each expected segment or upper-tester result arrived): the engine's own work, the agent round trips of other
-  operations and the time the case waited for the event loop, plus judging and building its record; and the
+  operations and the time the case waited for the event loop, plus judging and building its record; split into
+  the engine's own work (the case not blocked on the link or the agent, plus judging) and the rest (agent round
+  trips of operations that do not wait on the target, and the event loop's turns while blocked); and the
   tester's CPU time per case (the pytest process, all its threads, from the first case to the end of the run:
   the engine, pytest's reporting, writing records and captures), which concurrency does not inflate;
-- peak RSS of the largest process of the run (pytest or an xdist worker), and the most cases in flight at once.
+- peak RSS of the largest process of the run (pytest or an xdist worker), and the most cases in flight at once;
+- where the wall time went: the cases that must run alone (one after another, nothing else in flight), and the
+  time from the end of the last case to the end of the process (results.json, the HTML report, exit).
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ def main() -> int:
     reaction_busy: list[float] = []
     overheads, record, walls, startups, longest, ratios, rss, floods, peaks = [], [], [], [], [], [], [], [], []
     cpu_per_case: list[float] = []
+    own, agent_loop, alone_s, tails = [], [], [], []
     cases_total = 0
     for i in range(args.runs):
         run_dir = args.out / f"run{i}"
@@ -133,6 +138,8 @@ def main() -> int:
         if cpu and args.workers <= 1:
             cpu_per_case.append(cpu / len(cases))
         count = in_flight_at(cases)
+        alone_s.append(sum(c["duration_s"] for c in cases if c.get("alone")))
+        tails.append(wall_start + wall - max(started(c) + c["duration_s"] for c in cases))
         for case in cases:
             for at, seconds in reactions(case):
                 reaction_all.append(seconds)
@@ -140,6 +147,9 @@ def main() -> int:
                     reaction_busy.append(seconds)
             overheads.append(case["duration_s"] - case["protocol_wait_s"] + case.get("record_s", 0.0))
             record.append(case.get("record_s", 0.0))
+            if "blocked_s" in case:
+                own.append(case["duration_s"] - case["blocked_s"] + case.get("record_s", 0.0))
+                agent_loop.append(case["blocked_s"] - case["protocol_wait_s"])
             if "flood_rate" in case.get("observations", {}):
                 floods.append(float(case["observations"]["flood_rate"]))
 
@@ -152,11 +162,15 @@ def main() -> int:
     print(row("reaction time, all", "us", 1e6, reaction_all))
     print(row(f"reaction time, >= {args.in_flight} cases in flight", "us", 1e6, reaction_busy))
     print(row("per-case overhead (beyond protocol waits)", "ms", 1e3, overheads))
+    print(row("of which the engine's own work (not blocked; judging included)", "ms", 1e3, own))
+    print(row("of which blocked beyond protocol waits (agent round trips, loop)", "ms", 1e3, agent_loop))
     print(row("of which judging and building the record", "ms", 1e3, record))
     print(row("tester's CPU time per case (all its threads)", "ms", 1e3, cpu_per_case))
     print(row("start-up until the first case began", "s", 1, startups))
     print(row("run wall time", "s", 1, walls))
     print(row("longest case", "s", 1, longest))
+    print(row("cases that run alone, one after another", "s", 1, alone_s))
+    print(row("after the last case (results, report, exit)", "s", 1, tails))
     print(row("wall time / longest case", "x", 1, ratios))
     print(row("most cases in flight at once", "cases", 1, peaks))
     print(row("peak RSS of the largest process", "MB", 1, rss))
