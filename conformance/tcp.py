@@ -78,3 +78,8 @@ def seq_distance(a: int, b: int) -> int:
 def seq_after(a: int, b: int) -> bool:
     """Whether ``a`` lies ahead of ``b`` in sequence space (strictly)."""
     return seq_diff(a, b) > 0
+
+
+# The IP header's ECN field (RFC 3168 section 5), by code point; "ect" in a case means either ECT code point.
+ECN_NAMES = {0: "not-ect", 1: "ect1", 2: "ect0", 3: "ce"}
+ECN_MATCHES = {"not-ect": {0}, "ect1": {1}, "ect0": {2}, "ce": {3}, "ect": {1, 2}}

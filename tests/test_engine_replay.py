@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 
-from conformance.model.loader import parse_case
+from conformance.model.loader import CaseFormatError, parse_case
 from conformance.targets.session import Session
 from conformance.tcp import SEQ_MOD as MOD
 from conformance.vocabulary import Verdict
@@ -31,6 +31,7 @@ from support.fakes import (
     FakeAgent,
     FakeLink,
     Replayed,
+    Script,
     case_text,
     line_of,
     reply,
@@ -706,3 +707,81 @@ def test_the_link_is_read_while_an_agent_call_blocks() -> None:
     assert result.verdict == Verdict.PASS, result.reason
     assert 0.5 <= ended - started < 1.5
     assert link.read_at and link.read_at[0] - started < 0.3  # read while the recv still blocked, within ms
+
+
+# ---- preconditions: a situation the target never reached is INCONCLUSIVE, never FAIL ------------------------------
+ZERO_WINDOW = case_text(
+    "  - send: {flags: S, seq: l_isn, options: [{mss: 1460}]}\n"
+    "  - expect: {flags: SA, ack: l_isn + 1, window: 0}\n"
+    "    precondition: the target's receive window is closed\n"
+    "  - send: {flags: R, seq: l_nxt}\n"
+)
+
+
+def synack(window: int) -> Script:
+    return lambda seg: [reply(seg, "SA", 7000, seg.seq + 1, window=window)] if seg.flags == SYN else []
+
+
+def test_a_precondition_not_reached_is_inconclusive_with_its_evidence() -> None:
+    result, link = run(ZERO_WINDOW, synack(65535))
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert result.reason.startswith("precondition not reached at step 2 (the target's receive window is closed): ")
+    assert "window" in result.reason
+    assert (
+        result.failure is not None
+        and result.failure.step == 2
+        and result.failure.line == line_of(ZERO_WINDOW, "window: 0}")
+    )
+    assert "win 65535" in result.failure.actual
+    assert [s.outcome for s in result.steps] == ["ok", "inconclusive"]
+    assert len(sent(link)) == 1  # the case stopped there: the RST was never sent
+
+
+def test_a_precondition_reached_lets_the_case_go_on() -> None:
+    result, link = run(ZERO_WINDOW, synack(0))
+    assert result.verdict == Verdict.PASS, result.reason
+    assert [s.flags for s in sent(link)] == [SYN, RST]
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ("  - send: {flags: S}\n    precondition: a SYN was sent\n", "only an expect or a check can be a precondition"),
+        ("  - expect: {flags: SA}\n    precondition: ''\n", "precondition must say what the step sets up"),
+    ],
+)
+def test_a_precondition_is_an_expect_or_a_check_and_says_what_it_sets_up(step: str, message: str) -> None:
+    with pytest.raises(CaseFormatError, match=message):
+        parse_case(case_text(step), "inline.yaml")
+
+
+# ---- the IP header's ECN field (RFC 3168) --------------------------------------------------------------------------
+ECN_DATA = case_text(
+    "  - send: {flags: S, seq: l_isn, options: [{mss: 1460}]}\n  - expect: {flags: SA, ack: l_isn + 1, ecn: not-ect}\n"
+)
+
+
+def marked(packet: bytes, codepoint: int) -> bytes:
+    """The same IPv4 packet with its ECN field set (the header checksum is not checked on parsing)."""
+    return packet[:1] + bytes([(packet[1] & 0xFC) | codepoint]) + packet[2:]
+
+
+@pytest.mark.parametrize(("codepoint", "name"), [(1, "ect1"), (2, "ect0"), (3, "ce")])
+def test_a_segment_marked_ecn_capable_fails_an_expectation_of_not_ect(codepoint: int, name: str) -> None:
+    def script(seg: Segment) -> list[bytes]:
+        return [marked(reply(seg, "SA", 7000, seg.seq + 1), codepoint)] if seg.flags == SYN else []
+
+    result, _ = run(ECN_DATA, script)
+    assert result.verdict == Verdict.FAIL
+    assert result.failure is not None and result.failure.mismatches == [f"ecn: expected not-ect, got {name}"]
+    assert result.failure.actual.endswith(f"len 0 {name}")  # the summary shows a marked segment's ECN field
+    assert "ecn not-ect" in result.failure.expected
+
+
+def test_a_not_ect_segment_meets_the_expectation_and_both_families_are_read() -> None:
+    result, _ = run(ECN_DATA, synack(65535))
+    assert result.verdict == Verdict.PASS, result.reason
+    v6 = IPv6(src="2001:2::1", dst="2001:2::2", tc=0b10110110) / TCP(sport=80, dport=4000, flags="SA")
+    assert parse_packet(bytes(v6)).ecn == 0b10  # type: ignore[union-attr]
+    v4 = IP(src="198.18.0.1", dst="198.18.0.2", tos=0b00000011) / TCP(sport=80, dport=4000, flags="SA")
+    assert parse_packet(bytes(v4)).ecn == 0b11  # type: ignore[union-attr]

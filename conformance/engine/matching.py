@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from ..model.case import ExpectNoneSpec, ExpectSpec
 from ..model.expr import ExprError
 from ..model.values import Matcher
-from ..tcp import format_flags
+from ..tcp import ECN_MATCHES, ECN_NAMES, format_flags
 from ..wire.segment import Segment
 
 
@@ -102,6 +102,9 @@ def mismatches(spec: ExpectSpec | ExpectNoneSpec, seg: Segment, env: Mapping[str
     data = getattr(spec, "data", None)
     if data is not None and seg.payload != data.encode():
         out.append(f"data: expected {data.encode()!r}, got {seg.payload[:64]!r}")
+    ecn = getattr(spec, "ecn", None)
+    if ecn is not None and seg.ecn not in ECN_MATCHES[ecn]:
+        out.append(f"ecn: expected {ecn}, got {ECN_NAMES[seg.ecn]}")
     if getattr(spec, "checksum", "any") == "good" and not seg.checksum_ok:
         out.append(f"checksum: expected a correct TCP checksum, got 0x{seg.checksum:04x} (wrong)")
     for name, m in (getattr(spec, "options", None) or {}).items():
@@ -126,6 +129,8 @@ def describe(spec: ExpectSpec | ExpectNoneSpec, env: Mapping[str, int]) -> str:
         m = getattr(spec, name, None)
         if m is not None:
             parts.append(f"{'win' if name == 'window' else name} {m.describe(env)}")
+    if getattr(spec, "ecn", None) is not None:
+        parts.append(f"ecn {spec.ecn}")  # type: ignore[union-attr]
     opts = getattr(spec, "options", None)
     if opts:
         parts.append("<" + ",".join(f"{k} {m.describe(env)}" for k, m in opts.items()) + ">")

@@ -171,11 +171,15 @@ class CaseRun:
                 record.outcome, record.detail = "inconclusive", str(exc)
                 raise
             except StepFailed as exc:
-                record.outcome, record.detail = "fail", exc.reason
                 ctx.record.failure = Failure(
                     ctx.step_index, step.line, step.path, step.kind, exc.expected, exc.actual, exc.found,
                     requirement_line(ctx.case),
                 )  # fmt: skip
+                if step.precondition is not None:  # the situation the case is about was never reached
+                    why = f"precondition not reached at step {ctx.step_index} ({step.precondition}): {exc.reason}"
+                    record.outcome, record.detail = "inconclusive", why
+                    raise Inconclusive(why) from None
+                record.outcome, record.detail = "fail", exc.reason
                 raise
             except Exception as exc:
                 record.outcome, record.detail = "error", str(exc)

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..yamlfile import DocumentError, Located, Path_, format_path
-from .case import STEP_MODELS, USE_STEP, Alternative, CaseMeta
+from .case import PRECONDITION_KINDS, STEP_MODELS, STEP_REMARKS, USE_STEP, Alternative, CaseMeta
 
 
 class CaseFormatError(DocumentError):
@@ -33,6 +33,7 @@ class Step:
     line: int
     note: str | None = None
     origin: str | None = None  # expanded from a fragment: "fragment-name[index]"
+    precondition: str | None = None  # the step sets up what the case needs: failing it is INCONCLUSIVE, not FAIL
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ class CaseBuilder:
         if not isinstance(raw, dict):
             raise self.error(path, f"a step is a mapping with one action ({known})")
         note = raw.get("note")
-        actions = [k for k in raw if k != "note"]
+        precondition = raw.get("precondition")
+        actions = [k for k in raw if k not in STEP_REMARKS]
         unknown = [k for k in actions if k not in STEP_MODELS and k != USE_STEP]
         if unknown:
             raise self.error((*path, unknown[0]), f"unknown step '{unknown[0]}' (known: {known})", at_key=True)
@@ -114,10 +116,17 @@ class CaseBuilder:
         line = self.located.line_of(path)
         if note is not None and not isinstance(note, str):
             raise self.error((*path, "note"), "note must be text")
+        if precondition is not None:
+            if not isinstance(precondition, str) or not precondition.strip():
+                raise self.error((*path, "precondition"), "precondition must say what the step sets up (text)")
+            if kind not in PRECONDITION_KINDS:
+                raise self.error((*path, "precondition"), "only an expect or a check can be a precondition: the "
+                                 "step whose failure means the case's situation was not reached")  # fmt: skip
         if kind == "expect_one_of":
-            return Step(kind, self.alternatives(raw[kind], body_path), format_path(path), line, note, self.origin)
-        spec = self.validate(STEP_MODELS[kind], raw[kind], body_path)
-        return Step(kind, spec, format_path(path), line, note, self.origin)
+            spec = self.alternatives(raw[kind], body_path)
+        else:
+            spec = self.validate(STEP_MODELS[kind], raw[kind], body_path)
+        return Step(kind, spec, format_path(path), line, note, self.origin, precondition)
 
     def alternatives(self, raw: Any, path: Path_) -> list[ParsedAlternative]:
         if not isinstance(raw, list) or len(raw) < 2:

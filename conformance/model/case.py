@@ -132,6 +132,9 @@ class ExpectSpec(Strict):
     urgent: Match | None = None
     reserved: Match | None = Field(None, description="the four reserved header bits")
     checksum: Literal["good", "any"] = Field("any", description="good: the segment's TCP checksum must be right")
+    ecn: Literal["not-ect", "ect0", "ect1", "ect", "ce"] | None = Field(
+        None, description="the IP header's ECN field (RFC 3168): not-ect, ect0, ect1, ect (either ECT), ce"
+    )
     options: dict[str, Match] | None = Field(
         None,
         description="by name: mss, wscale, sackok, ts, ts_val, ts_ecr, sack, tfo (cookie length, 0: a request),"
@@ -364,6 +367,8 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
 
 # A step that stands for a fragment's steps: ``use: passive-open`` or ``use: {fragment: passive-open, ...}``.
 USE_STEP = "use"
+STEP_REMARKS = ("note", "precondition")  # keys a step may carry beside its one action
+PRECONDITION_KINDS = ("expect", "check")  # steps whose failure can mean "the case's situation was not reached"
 
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .case import STEP_MODELS, USE_STEP, CaseMeta
+from .case import PRECONDITION_KINDS, STEP_MODELS, USE_STEP, CaseMeta
 from .fragment import load_fragments
 from .tags import load_tags
 
@@ -25,10 +25,12 @@ def json_schema() -> dict[str, Any]:
         body = {"type": "array", "items": ref} if key == "expect_one_of" else ref
         if key == "ut":
             body = {"anyOf": [ref, {"type": "string"}]}
+        remarks = {"note": {"type": "string"}}
+        if key in PRECONDITION_KINDS:
+            remarks["precondition"] = {"type": "string"}
         step_variants.append(
-            {"type": "object", "properties": {key: body, "note": {"type": "string"}},
-             "required": [key], "additionalProperties": False}
-        )  # fmt: skip
+            {"type": "object", "properties": {key: body, **remarks}, "required": [key], "additionalProperties": False}
+        )
     step_variants.append(_use_step_schema())
     schema = CaseMeta.model_json_schema(ref_template="#/$defs/{model}", by_alias=True)
     defs.update(schema.pop("$defs", {}))

@@ -10,7 +10,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from ..tcp import ACK, FIN, SYN, format_flags
+from ..tcp import ACK, ECN_NAMES, FIN, SYN, format_flags
 
 PROTO_TCP = 6
 OPT_NAMES = {0: "eol", 1: "nop", 2: "mss", 3: "wscale", 4: "sackok", 5: "sack", 8: "ts", 30: "mptcp", 34: "tfo"}
@@ -94,6 +94,7 @@ class Segment:
     ttl: int = 64
     raw: bytes = b""
     reserved: int = 0  # the 4 bits between data offset and CWR (RFC 9293: zero when sent, ignored when received)
+    ecn: int = 0  # the IP header's ECN field (RFC 3168 section 5): 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE
 
     @property
     def length(self) -> int:
@@ -150,6 +151,8 @@ class Segment:
         if self.options:
             parts.append("<" + ",".join(o.describe() for o in self.options) + ">")
         parts.append(f"len {len(self.payload)}")
+        if self.ecn:
+            parts.append(ECN_NAMES[self.ecn])  # the IP header's ECN field, when not Not-ECT
         return " ".join(parts)
 
 
@@ -171,7 +174,7 @@ def parse_packet(packet: bytes) -> Segment | None:
             return None
         if total > len(packet) or total < ihl + 20:
             return None
-        ttl = packet[8]
+        ttl, ecn = packet[8], packet[1] & 0x03
         src, dst = socket.inet_ntop(socket.AF_INET, packet[12:16]), socket.inet_ntop(socket.AF_INET, packet[16:20])
         family, tcp = "ipv4", packet[ihl:total]
     elif version == 6:
@@ -180,7 +183,7 @@ def parse_packet(packet: bytes) -> Segment | None:
         plen = struct.unpack_from("!H", packet, 4)[0]
         if len(packet) < 40 + plen:
             return None
-        ttl = packet[7]
+        ttl, ecn = packet[7], (packet[1] >> 4) & 0x03  # the traffic class spans bytes 0 and 1
         src, dst = socket.inet_ntop(socket.AF_INET6, packet[8:24]), socket.inet_ntop(socket.AF_INET6, packet[24:40])
         family, tcp = "ipv6", packet[40 : 40 + plen]
     else:
@@ -193,7 +196,7 @@ def parse_packet(packet: bytes) -> Segment | None:
     options = parse_options(tcp[20:header_len]) if doff > 5 else []
     return Segment(
         family, src, dst, sport, dport, seq, ack, off_flags & 0xFF, window, urgent,
-        options, bytes(tcp[header_len:]), doff, checksum, ttl, bytes(packet), (off_flags >> 8) & 0x0F,
+        options, bytes(tcp[header_len:]), doff, checksum, ttl, bytes(packet), (off_flags >> 8) & 0x0F, ecn,
     )  # fmt: skip
 
 
