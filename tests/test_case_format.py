@@ -73,6 +73,32 @@ def test_every_shipped_case_loads(path: Path) -> None:
         assert written in lines[step.line - 1], (step.path, step.line, lines[step.line - 1])
 
 
+# The rfc1337 profile is RFC 9293 with TIME-WAIT protection: whatever conforms under rfc9293 conforms under it,
+# except that a RST may not end TIME-WAIT. These are the behaviours that end it.
+ENDS_TIME_WAIT_ON_RST = {("TW-RST-01", "assassinated")}
+
+
+def _alternatives(steps: list) -> list:  # type: ignore[type-arg]
+    out = []
+    for step in steps:
+        if step.kind == "expect_one_of":
+            for parsed in step.spec:
+                out.append(parsed)
+                out += _alternatives(parsed.then)
+    return out
+
+
+def test_what_conforms_under_rfc9293_conforms_under_rfc1337_but_a_time_wait_reset() -> None:
+    missing = []
+    for path in CASE_FILES:
+        case = load_case(path)
+        for parsed in _alternatives(case.steps):
+            conforms = parsed.alt.conforms
+            if conforms is not None and "rfc9293" in conforms and "rfc1337" not in conforms:
+                missing.append((case.id, parsed.alt.label))
+    assert set(missing) == ENDS_TIME_WAIT_ON_RST
+
+
 def test_shipped_case_ids_are_unique() -> None:
     ids = [load_case(p).id for p in CASE_FILES]
     assert len(ids) == len(set(ids))
