@@ -17,7 +17,7 @@ PACKAGE = REPO / "conformance"
 # Lowest first. A module may import from its own layer's units (packages without cycles) and from lower layers.
 LAYERS: list[set[str]] = [
     {"tcp", "vocabulary", "yamlfile"},
-    {"model", "wire", "upper_tester", "agent"},
+    {"model", "wire", "upper_tester", "agent", "oracle"},
     {"targets", "grading"},
     {"engine"},
     {"results"},
