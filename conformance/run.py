@@ -331,6 +331,9 @@ class SuiteRun:
             return self._unrun(job, Verdict.ERROR, self.start_error or "the target is not started")
         if job.family not in self.entry.families:
             return self._unrun(job, Verdict.NOT_RUN, f"target '{self.entry.name}' does not run {job.family}")
+        out_of_scope = self.entry.cannot_judge_reason(job.case.id, job.case.meta.tags)
+        if out_of_scope is not None:
+            return self._unrun(job, Verdict.NOT_RUN, out_of_scope)
         if target.link is None:
             return self._unrun(job, Verdict.ERROR, "the target has no link (it did not come back after a restart)")
         requirement = requirement_line(job.case)

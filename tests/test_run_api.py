@@ -195,7 +195,10 @@ def test_pytest_runs_the_cases_concurrently_and_reports_each(tmp_path: Path) -> 
     assert run.returncode == 0, run.stdout[-3000:]
     results = run.results
     assert results["run"]["peak_in_flight"] > 10
-    assert run.stdout.count(" PASSED") == len(results["cases"])
+    known = sum(1 for c in results["cases"] if c.get("waiver") == "waived")  # listed deviations: xfail
+    assert known == 2  # RST-EST-EDGE-01 over IPv4 and IPv6
+    assert run.stdout.count(" PASSED") + run.stdout.count(" XFAIL") == len(results["cases"])
+    assert run.stdout.count(" XFAIL") == known
 
 
 @needs_netns

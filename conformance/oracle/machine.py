@@ -207,6 +207,7 @@ class Seg:
     flags: int = 0
     wnd: int = 65535
     data: int = 0  # payload length
+    mss: int | None = None  # on a SYN: the MSS the sender can receive (absent: the family's default, say the caller)
 
     @property
     def length(self) -> int:
@@ -228,6 +229,7 @@ class Tcb:
     rcv_nxt: int = 0
     rcv_wnd: int = 65535
     fin_sent: bool = False  # our FIN was sent (it is SND.NXT - 1 then)
+    snd_mss: int = 536  # the largest segment the peer takes (its SYN's MSS option, RFC 9293 section 3.7.1)
 
 
 @dataclass(frozen=True)
@@ -295,8 +297,12 @@ def send(tcb: Tcb, length: int) -> list[Answer]:
     n = min(length, usable)
     if n == 0:
         return [Answer((), tcb, ("user.send",))]
-    seg = Seg(tcb.snd_nxt, tcb.rcv_nxt, ACK, tcb.rcv_wnd, n)
-    return [Answer((seg,), replace(tcb, snd_nxt=seq_add(tcb.snd_nxt, n)), ("user.send",))]
+    segs, nxt = [], tcb.snd_nxt
+    while n > 0:  # no segment larger than the peer's MSS (RFC 9293 MUST-16)
+        size = min(n, tcb.snd_mss)
+        segs.append(Seg(nxt, tcb.rcv_nxt, ACK, tcb.rcv_wnd, size))
+        nxt, n = seq_add(nxt, size), n - size
+    return [Answer(tuple(segs), replace(tcb, snd_nxt=nxt), ("user.send",))]
 
 
 def close(tcb: Tcb) -> list[Answer]:
@@ -350,7 +356,7 @@ def _listen(tcb: Tcb, seg: Seg, iss: int) -> Answer:
         return Answer((), tcb, ("listen.other",))
     rcv_nxt = seq_add(seg.seq, 1)  # data with the SYN is queued until ESTABLISHED: not modelled
     after = replace(tcb, state=State.SYN_RECEIVED, iss=iss, snd_una=iss, snd_nxt=seq_add(iss, 1), irs=seg.seq,
-                    rcv_nxt=rcv_nxt, snd_wnd=seg.wnd)  # fmt: skip
+                    rcv_nxt=rcv_nxt, snd_wnd=seg.wnd, snd_mss=seg.mss or tcb.snd_mss)  # fmt: skip
     return Answer((Seg(iss, rcv_nxt, SYN | ACK, tcb.rcv_wnd),), after, ("listen.syn",))
 
 
@@ -370,9 +376,11 @@ def _syn_sent(tcb: Tcb, seg: Seg) -> Answer:
         rcv_nxt = seq_add(seg.seq, 1)
         if acceptable:
             after = replace(tcb, state=State.ESTABLISHED, irs=seg.seq, rcv_nxt=rcv_nxt, snd_una=seg.ack,
-                            snd_wnd=seg.wnd)  # fmt: skip
+                            snd_wnd=seg.wnd, snd_mss=seg.mss or tcb.snd_mss)  # fmt: skip
             return Answer((Seg(tcb.snd_nxt, rcv_nxt, ACK, tcb.rcv_wnd),), after, ("synsent.synack",))
-        after = replace(tcb, state=State.SYN_RECEIVED, irs=seg.seq, rcv_nxt=rcv_nxt, snd_wnd=seg.wnd)
+        after = replace(
+            tcb, state=State.SYN_RECEIVED, irs=seg.seq, rcv_nxt=rcv_nxt, snd_wnd=seg.wnd, snd_mss=seg.mss or tcb.snd_mss
+        )
         return Answer((Seg(tcb.iss, rcv_nxt, SYN | ACK, tcb.rcv_wnd),), after, ("synsent.syn",))
     return Answer((), tcb, ("synsent.other",))
 

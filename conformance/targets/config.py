@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,7 @@ from ..wire.ethernet import parse_mac
 from ..wire.impairment import parse_impairment
 from ..yamlfile import Document, DocumentError, read_yaml_file
 
-SUPPORTED_KINDS = ("local", "remote", "launched")
+SUPPORTED_KINDS = ("local", "remote", "launched", "reference")
 LOCAL_CONCURRENCY = 64  # the local kernel serves many connections at once; the tester keeps this many in flight
 UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
 UT_OPS_LITERAL = Literal[UT_OPS]  # type: ignore[valid-type]
@@ -266,6 +267,12 @@ class TargetConfig(Strict):
         description="how many cases may be in flight at once against this target (default: 64 for the local kind, "
         "1 for a remote or launched stack until its entry says what it bears)",
     )
+    behaves_as: Literal["rfc9293", "rfc5961", "rfc793", "rfc1337"] = Field(
+        "rfc9293", description="reference kind: where the model allows several answers, the profile it answers by"
+    )
+    cannot_judge: dict[str, str] = Field(
+        {}, description="reference kind: case ids or tags the model cannot judge, each with why (they are NOT-RUN)"
+    )
     # --- impaired links (docs/robustness.md) ---
     impair: str = Field("", description="netem-style link impairment, e.g. 'loss 1%' (overridden by --impair)")
 
@@ -293,6 +300,14 @@ class TargetConfig(Strict):
                     f"{family}: tester address {addresses.tester} is not on the target's subnet {net} "
                     "(a target behind a router needs link.gateway)"
                 )
+        if self.cannot_judge and self.kind != "reference":
+            raise ValueError("`cannot_judge` is for the reference kind; a stack declares what it lacks as capabilities")
+        if self.kind == "reference":
+            if self.link is not None or self.agent is not None or self.launch is not None:
+                raise ValueError("the reference kind is the model in process: no `link`, `agent` or `launch`")
+            if self.sysctls or self.nft.strip():
+                raise ValueError("sysctls and nft are for the local kind; the reference model has none")
+            return self
         if self.kind == "local":
             if self.link is not None and self.link.type != "tun":
                 raise ValueError("the local kind always uses its own TUN link; remove `link` or pick kind remote")
@@ -320,11 +335,18 @@ class TargetConfig(Strict):
                 raise ValueError(f"sysctl '{key}': only per-namespace net.* keys can be set for a target")
         return value
 
+    def cannot_judge_reason(self, case_id: str, tags: Iterable[str]) -> str | None:
+        """Why the reference model cannot judge this case (by its id or one of its tags), or None."""
+        for key in (case_id, *tags):
+            if key in self.cannot_judge:
+                return f"the reference model cannot judge this case ({key}): {self.cannot_judge[key]}"
+        return None
+
     def in_flight_limit(self) -> int:
         """The most cases in flight at once: the declared concurrency, else the kind's default."""
         if self.concurrency is not None:
             return self.concurrency
-        return LOCAL_CONCURRENCY if self.kind == "local" else 1
+        return LOCAL_CONCURRENCY if self.kind in ("local", "reference") else 1
 
     def address(self, family: str) -> Addresses:
         return self.ipv4 if family == "ipv4" else self.ipv6
@@ -338,6 +360,8 @@ class TargetConfig(Strict):
         caps = self._claimed(agent_ops, agent_features) | self.timers.capabilities()
         if self.kind in ("local", "launched"):
             caps |= {"net.broadcast", "target.restart"}  # the suite's own link; a stack it can start again
+        if self.kind == "reference":
+            caps |= {"net.broadcast"}  # nothing leaves the process
         if self.allow_flood:
             caps.add("flood")
         return caps

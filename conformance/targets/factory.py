@@ -11,6 +11,7 @@ from .config import TargetConfig
 from .launched import LaunchedTarget
 from .local import LocalTarget
 from .ports import PortAllocator
+from .reference import ReferenceTarget
 from .remote import RemoteTarget
 from .session import Session
 
@@ -35,4 +36,6 @@ def make_target(entry: TargetConfig, worker: str, log_dir: Path | None, root: Pa
         return RemoteTarget(entry, worker, log_dir)
     if entry.kind == "launched":
         return LaunchedTarget(entry, worker, log_dir, root)
+    if entry.kind == "reference":
+        return ReferenceTarget(entry, worker)
     return LocalTarget(entry, worker, log_dir)
