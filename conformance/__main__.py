@@ -1,5 +1,5 @@
 """Command line: ``python -m conformance run [PATH...] | schema | check PATH... | report merge RESULTS... |
-report html RESULTS | report regrade RESULTS --profile P``.
+report html RESULTS | report regrade RESULTS --profile P | mutate [PATH...]``.
 
 Rules of this module: argument parsing and printing only; every command is a call into the library.
 """
@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--impair", default=None, metavar="NETEM")
     run.add_argument("--family", choices=("ipv4", "ipv6"), action="append", help="only this family (repeatable)")
     run.add_argument("-q", "--quiet", action="store_true", help="only the summary")
+    mutate = sub.add_parser("mutate", help="run the catalogue against mutants of the reference model: what it kills")
+    mutate.add_argument("paths", nargs="*", type=Path, default=[Path("testcases")], help="case files or directories")
+    mutate.add_argument("--target", default="reference", help="a reference target from targets.yaml")
+    mutate.add_argument("--targets-file", type=Path, default=Path("targets.yaml"))
+    mutate.add_argument("--profile", default=None, choices=sorted(PROFILES), help="default: the target's behaves_as")
+    mutate.add_argument("--with-slow", action="store_true", help="also the cases tagged slow")
+    mutate.add_argument("-o", "--output", type=Path, default=None, help="write the outcome as JSON")
     return parser
 
 
@@ -178,8 +185,47 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _mutate(args: argparse.Namespace) -> int:
+    """Exit 0 when the measurement ran (whatever the score), 2 when it could not."""
+    from .mutation import measure, summary
+    from .run import jobs_from_paths
+    from .targets.config import TargetConfigError, load_targets
+
+    try:
+        entries = load_targets(args.targets_file)
+        entry = entries.get(args.target)
+        if entry is None or entry.kind != "reference":
+            raise TargetConfigError(f"'{args.target}' is not a reference target in {args.targets_file}")
+        jobs = jobs_from_paths(args.paths, Path.cwd())
+    except (CaseFormatError, TargetConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    if not args.with_slow:
+        jobs = [job for job in jobs if "slow" not in job.case.meta.tags]
+    profile = args.profile or entry.behaves_as
+    try:
+        outcomes = measure(jobs, args.target, args.targets_file, profile, Path.cwd())
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    doc = summary(outcomes)
+    for rule, counts in doc["rules"].items():
+        print(f"{rule:28} killed {counts['killed']:2}  survived {counts['survived']:2}  "
+              f"not exercised {counts['not exercised']:2}")  # fmt: skip
+    for survivor in doc["survivors"]:
+        print(f"survived: {survivor['mutant']}: {survivor['what']} ({survivor['cases_run']} cases run)")
+    score = "-" if doc["score"] is None else f"{doc['score'] * 100:.1f}%"
+    print(f"mutation score {score}: {doc['killed']} of {doc['exercised']} exercised mutants killed "
+          f"({doc['mutants']} mutants, {len(doc['not_exercised'])} not exercised), profile {profile}")  # fmt: skip
+    if args.output is not None:
+        args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "mutate":
+        return _mutate(args)
     if args.command == "schema":
         return _schema()
     if args.command == "check":

@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"results"},
     {"report"},
-    {"run", "lab"},
+    {"run", "lab", "mutation"},
     {"plugin", "__main__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

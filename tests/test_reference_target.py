@@ -75,3 +75,29 @@ def test_only_the_reference_kind_may_declare_what_it_cannot_judge() -> None:
     assert entry.cannot_judge_reason("HS-PASSIVE-01", ["handshake"]) is None
     with pytest.raises(ValidationError, match="no `link`"):
         TargetConfig(name="r", kind="reference", link={"type": "afpacket", "interface": "eth0"})
+
+
+def test_mutants_of_the_model_are_killed_by_the_cases_that_exercise_their_rule() -> None:
+    from conformance.mutation import measure, summary
+    from conformance.oracle.mutants import Mutant
+
+    files = [REPO / "testcases/reset/established-rst-right-edge.yaml", REPO / "testcases/reset/syn-in-established.yaml",
+             REPO / "testcases/handshake/passive-open.yaml"]  # fmt: skip
+    mutants = [
+        Mutant("acceptability", "right-edge-inside"),  # Linux's off-by-one: RST-EST-EDGE-01 must kill it
+        Mutant("listen.syn", "ack+1"),  # a SYN-ACK acknowledging the wrong number
+        Mutant("syn.challenge", "reset"),  # RFC 793's reset: allowed under rfc9293, so it survives
+        Mutant("rst.time-wait-1337", "silent"),  # never used by a model answering as rfc9293
+    ]
+    said: list[str] = []
+    outcomes = {o.mutant.name: o for o in measure(jobs_from_paths(files, REPO), "reference", TARGETS, "rfc9293", REPO,
+                                                   mutants, said.append)}  # fmt: skip
+    assert said and said[0].startswith("baseline: 6 case items judged")
+    assert outcomes["acceptability/right-edge-inside"].status == "killed"
+    assert any("RST-EST-EDGE-01" in k for k in outcomes["acceptability/right-edge-inside"].killers)
+    assert outcomes["listen.syn/ack+1"].status == "killed"
+    assert outcomes["syn.challenge/reset"].status == "survived" and outcomes["syn.challenge/reset"].changed > 0
+    assert outcomes["rst.time-wait-1337/silent"].status == "not exercised"
+    doc = summary(list(outcomes.values()))
+    assert (doc["killed"], doc["exercised"], doc["score"]) == (2, 3, 0.6667)
+    assert [s["mutant"] for s in doc["survivors"]] == ["syn.challenge/reset"]

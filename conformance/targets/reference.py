@@ -77,6 +77,8 @@ class ReferenceStack:
         self.handles: dict[int, Connection | Listener] = {}
         self._ids = itertools.count(1)
         self.changed: asyncio.Event | None = None  # set whenever anything changes (waiting calls look again)
+        self.dispatch: Callable[..., list[Answer]] = dispatch  # the model (a mutant of it, to measure the catalogue)
+        self.observer: Callable[[Key, Answer], None] | None = None  # told every answer taken, by connection
 
     # ---- the wire --------------------------------------------------------------------------------------------
     def deliver(self, packet: bytes, local_addrs: dict[str, str]) -> None:
@@ -101,11 +103,11 @@ class ReferenceStack:
             tcb = Tcb(State.LISTEN, passive=True) if listener is not None else Tcb()
             conn = Connection(key, tcb, seg.dst, listener)
         before = conn.tcb
-        answer = self._choose(dispatch(conn.tcb, "segment", model_seg, _iss(key)))
+        answer = self._choose(self.dispatch(conn.tcb, "segment", model_seg, _iss(key)))
         if conn.app_closed and "text.accept" in answer.rules:
             # New data for an application that closed: it can never be read, so the connection is reset
             # (a close that ends reading is RFC 9293 MAY-1; the reset then is SHLD-3).
-            answer = dispatch(conn.tcb, "abort")[0]
+            answer = self.dispatch(conn.tcb, "abort")[0]
         self._apply(conn, answer, seg)
         synchronized = conn.tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT)
         listener = self.handles.get(conn.listener) if conn.listener is not None else None
@@ -126,6 +128,8 @@ class ReferenceStack:
         return answers[0]
 
     def _apply(self, conn: Connection, answer: Answer, seg: Segment | None = None) -> None:
+        if self.observer is not None:
+            self.observer(conn.key, answer)
         before = conn.tcb
         after = answer.tcb
         if seg is not None and seg.payload and after.state != State.CLOSED:
@@ -195,7 +199,7 @@ class ReferenceStack:
             conn = Connection(key, Tcb(), local)
             self.connections[key] = conn
             args["_conn"] = conn
-            self._apply(conn, dispatch(conn.tcb, "open_active", _iss(key))[0])
+            self._apply(conn, self.dispatch(conn.tcb, "open_active", _iss(key))[0])
             return None
         conn = pending
         if conn.tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT):
@@ -210,7 +214,7 @@ class ReferenceStack:
         """The time limit passed in SYN-SENT: the socket is closed (CLOSE in SYN-SENT sends nothing)."""
         conn = args.get("_conn")
         if isinstance(conn, Connection) and conn.tcb.state != State.CLOSED:
-            self._apply(conn, dispatch(conn.tcb, "close")[0])
+            self._apply(conn, self.dispatch(conn.tcb, "close")[0])
 
     def op_send(self, args: dict[str, Any]) -> dict[str, Any]:
         conn = self._handle(args, Connection)
@@ -219,7 +223,7 @@ class ReferenceStack:
         data = base64.b64decode(args["data_b64"]) if "data_b64" in args else pattern(int(args.get("len") or 1))
         conn.sent += data
         n = len(data)
-        self._apply(conn, dispatch(conn.tcb, "send", n)[0])
+        self._apply(conn, self.dispatch(conn.tcb, "send", n)[0])
         self._changed()
         return {"sent": n}
 
@@ -238,7 +242,7 @@ class ReferenceStack:
     def op_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
         conn = self._handle(args, Connection)
         if args.get("how", "wr") in ("wr", "rdwr"):
-            self._apply(conn, dispatch(conn.tcb, "close")[0])
+            self._apply(conn, self.dispatch(conn.tcb, "close")[0])
             self._changed()
         return {}
 
@@ -246,19 +250,19 @@ class ReferenceStack:
         obj = self.handles.pop(int(args["sock"]), None)
         if isinstance(obj, Listener):
             for conn in list(obj.ready):
-                self._apply(conn, dispatch(conn.tcb, "abort")[0])
+                self._apply(conn, self.dispatch(conn.tcb, "abort")[0])
         elif isinstance(obj, Connection):
             obj.app_closed = True
             # Unread data is lost when the application closes: a reset says so (RFC 9293 MAY-1, SHLD-3).
             event = "abort" if obj.received else "close"
-            self._apply(obj, dispatch(obj.tcb, event)[0])
+            self._apply(obj, self.dispatch(obj.tcb, event)[0])
         self._changed()
         return {}
 
     def op_abort(self, args: dict[str, Any]) -> dict[str, Any]:
         obj = self.handles.pop(int(args["sock"]), None)
         if isinstance(obj, Connection):
-            self._apply(obj, dispatch(obj.tcb, "abort")[0])
+            self._apply(obj, self.dispatch(obj.tcb, "abort")[0])
         self._changed()
         return {}
 
