@@ -205,3 +205,20 @@ def test_abort_resets_only_where_a_syn_was_received() -> None:
     listening = Machine()
     listening.take(only(listening.answers("open_passive")))
     assert only(listening.answers("abort")).sent == ()
+
+
+def test_the_state_diagram_in_docs_is_the_one_the_model_draws() -> None:
+    from conformance.oracle.diagram import dot_source, edges
+    from support import REPO
+
+    assert (REPO / "docs" / "state-diagram.dot").read_text() == dot_source(), (
+        "regenerate: .venv/bin/python -m conformance.oracle.diagram > docs/state-diagram.dot && "
+        "dot -Tsvg docs/state-diagram.dot -o docs/state-diagram.svg"
+    )
+    assert (REPO / "docs" / "state-diagram.svg").stat().st_size > 10_000
+    drawn = edges()
+    assert drawn[("LISTEN", "SYN-RECEIVED")] == ["rcv SYN / SA"]
+    assert "CLOSE / -" in drawn[("SYN-SENT", "CLOSED")]  # CLOSE in SYN-SENT sends nothing
+    assert "rcv RST / - [rfc5961, rfc793, rfc9293]" in drawn[("TIME-WAIT", "CLOSED")]  # not under rfc1337
+    states = {s for edge in drawn for s in edge}
+    assert states == {s.value for s in State}  # all eleven are reached
