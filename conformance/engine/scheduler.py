@@ -16,7 +16,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-CALM_PROBE_S = 0.001  # a start waits this long on the loop's timer ...
+CALM_PROBE_S = 0.002  # a start waits this long on the loop's timer ...
 CALM_S = 0.0003  # ... and goes ahead when the timer fired no later than this after it was due
 CALM_TRIES = 100  # (a loop still busy after this many looks starts the job anyway)
 
