@@ -116,7 +116,8 @@ def measure(jobs: Sequence[Job], target: str, targets_file: Path, profile: str, 
         mutated = Mutated(mutant, entry.behaves_as)
         results = _run(options(), targets, lambda stack, m=mutated: setattr(stack, "dispatch", m))
         killers = [f"{r.job.label}: {r.reason}" for r in results if r.verdict in (Verdict.FAIL, Verdict.ERROR)]
-        status = "killed" if killers else ("survived" if mutated.changed else "not exercised")
+        # A mutant that never changed the answer the stack took has nothing to be killed for (a FAIL is noise).
+        status = ("killed" if killers else "survived") if mutated.changed else "not exercised"
         outcomes.append(Outcome(mutant, status, mutated.changed, len(targets), killers))
     return outcomes
 

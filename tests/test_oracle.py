@@ -112,9 +112,11 @@ def test_simultaneous_open_answers_the_crossing_synack_with_an_ack() -> None:  #
     crossing = only(m.answers("segment", Seg(PEER, 0, SYN)))
     assert crossing.sent == (Seg(ISS, PEER + 1, SYN | ACK),) and crossing.tcb.state == State.SYN_RECEIVED
     m.take(crossing)
-    synack = only(m.answers("segment", Seg(PEER, ISS + 1, SYN | ACK)))  # its SYN lies below RCV.NXT
-    assert synack.sent == (Seg(ISS + 1, PEER + 1, ACK),) and synack.tcb.state == State.SYN_RECEIVED
-    m.take(synack)
+    literal, trimmed = m.answers("segment", Seg(PEER, ISS + 1, SYN | ACK))  # its SYN lies below RCV.NXT
+    assert literal.sent == (Seg(ISS + 1, PEER + 1, ACK),) and literal.tcb.state == State.SYN_RECEIVED
+    assert trimmed.sent == () and trimmed.tcb.state == State.ESTABLISHED  # RFC 9293 Figure 7
+    assert trimmed.rules[0] == "synrcvd.synack-trimmed"
+    m.take(literal)
     m.take(only(m.answers("segment", Seg(PEER + 1, ISS + 1, ACK))))  # the tester's ACK completes it
     assert m.tcb.state == State.ESTABLISHED
 
@@ -222,3 +224,21 @@ def test_the_state_diagram_in_docs_is_the_one_the_model_draws() -> None:
     assert "rcv RST / - [rfc5961, rfc793, rfc9293]" in drawn[("TIME-WAIT", "CLOSED")]  # not under rfc1337
     states = {s for edge in drawn for s in edge}
     assert states == {s.value for s in State}  # all eleven are reached
+
+
+def test_the_rules_said_to_change_state_are_those_the_diagram_shows_changing_it() -> None:
+    from conformance.oracle.diagram import edges
+    from conformance.oracle.mutants import rules_changing_state
+
+    drawn_changes = {src != dst for (src, dst) in edges()}
+    assert drawn_changes == {True, False}
+    changing = rules_changing_state()
+    assert changing <= set(RULES)
+    # every rule on an edge between two different states is declared as changing the state
+    from conformance.oracle.machine import dispatch as run
+
+    m = established()
+    for seg in (Seg(PEER + 1, ISS + 1, FIN | ACK), Seg(PEER + 1, 0, RST), Seg(PEER + 1, 0, SYN)):
+        for answer in run(m.tcb, "segment", seg):
+            if answer.tcb.state != m.tcb.state:
+                assert set(answer.rules) & changing, answer.rules

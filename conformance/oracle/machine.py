@@ -134,6 +134,12 @@ RULES: dict[str, Rule] = {
             "in SYN-RECEIVED from a passive open, a SYN returns the connection to LISTEN",
             ("rfc9293:3.10.7.4",),
         ),
+        Rule(
+            "synrcvd.synack-trimmed",
+            "in SYN-RECEIVED the peer's crossing SYN-ACK may also be taken with its SYN "
+            "trimmed off, its ACK completing the handshake (RFC 9293 Figure 7, RFC 793 Figure 8)",
+            ("rfc9293:3.5", "rfc793:fig8"),
+        ),
         Rule("ack.none", "a segment without ACK is dropped once synchronized", ("rfc9293:3.10.7.4",)),
         Rule(
             "synrcvd.ack",
@@ -407,6 +413,13 @@ def _closed_after_reset(tcb: Tcb) -> Tcb:
 
 
 def _synchronized(tcb: Tcb, seg: Seg) -> list[Answer]:
+    if tcb.state == State.SYN_RECEIVED and seg.flags & SYN and seg.flags & ACK and seg.seq == tcb.irs:
+        # The peer's SYN-ACK crossing ours (a simultaneous open): its SYN lies just below RCV.NXT. Read literally,
+        # the acceptability test rejects it (an ACK, then wait for the peer's); RFC 9293 Figure 7 and RFC 793
+        # Figure 8 show the SYN trimmed off and the ACK completing the handshake. The RFC allows both.
+        trimmed = Seg(tcb.rcv_nxt, seg.ack, seg.flags & ~SYN, seg.wnd, seg.data, None)
+        completed = [replace(a, rules=("synrcvd.synack-trimmed", *a.rules)) for a in _synchronized(tcb, trimmed)]
+        return [Answer((_ack_of(tcb),), tcb, ("seq.unacceptable",)), *completed]
     # First: sequence acceptability.
     if not acceptable(tcb, seg):
         if seg.flags & RST:

@@ -55,6 +55,8 @@ class Connection:
     eof: bool = False
     handle: int | None = None  # once accepted or connected
     app_closed: bool = False  # the application closed the socket: nothing more will be read
+    unsent: int = 0  # bytes SEND accepted that the peer's window has not let out yet
+    close_pending: bool = False  # a CLOSE waits for those bytes (RFC 9293 section 3.10.4)
 
 
 @dataclass
@@ -141,12 +143,27 @@ class ReferenceStack:
         conn.tcb = after
         for out in answer.sent:
             self.emit(self._packet(conn, out))
+        live = self.connections.get(conn.key)
         if after.state == State.CLOSED or (after.state == State.LISTEN and before.state != State.LISTEN):
-            self.connections.pop(conn.key, None)
-            if after.state == State.CLOSED and conn.handle is None and conn.listener is None:
-                return
-        elif after.state != State.LISTEN:
+            if live is conn:  # an old handle's connection never removes a newer one of the same 4-tuple
+                self.connections.pop(conn.key)
+            return
+        if after.state != State.LISTEN and live in (None, conn):
             self.connections[conn.key] = conn
+        self._flush(conn)
+
+    def _flush(self, conn: Connection) -> None:
+        """Send what the application gave SEND and the window did not take yet; then a CLOSE waiting for it."""
+        if conn.unsent and conn.tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT) and not conn.tcb.fin_sent:
+            before = conn.tcb.snd_nxt
+            answer = self.dispatch(conn.tcb, "send", conn.unsent)[0]
+            conn.unsent -= seq_diff(answer.tcb.snd_nxt, before)
+            if answer.sent:
+                self._apply(conn, answer)
+                return
+        if conn.close_pending and not conn.unsent and conn.tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT):
+            conn.close_pending = False
+            self._apply(conn, self.dispatch(conn.tcb, "close")[0])
 
     def _packet(self, conn: Connection, out: Seg) -> bytes:
         family, peer, peer_port, port = conn.key
@@ -211,10 +228,11 @@ class ReferenceStack:
         return None
 
     def connect_gave_up(self, args: dict[str, Any]) -> None:
-        """The time limit passed in SYN-SENT: the socket is closed (CLOSE in SYN-SENT sends nothing)."""
+        """The time limit passed before the connection was established: the attempt is abandoned (ABORT: nothing is
+        sent in SYN-SENT, a reset in SYN-RECEIVED)."""
         conn = args.get("_conn")
         if isinstance(conn, Connection) and conn.tcb.state != State.CLOSED:
-            self._apply(conn, self.dispatch(conn.tcb, "close")[0])
+            self._apply(conn, self.dispatch(conn.tcb, "abort")[0])  # silent in SYN-SENT (section 3.10.5)
 
     def op_send(self, args: dict[str, Any]) -> dict[str, Any]:
         conn = self._handle(args, Connection)
@@ -223,7 +241,8 @@ class ReferenceStack:
         data = base64.b64decode(args["data_b64"]) if "data_b64" in args else pattern(int(args.get("len") or 1))
         conn.sent += data
         n = len(data)
-        self._apply(conn, self.dispatch(conn.tcb, "send", n)[0])
+        conn.unsent += n
+        self._flush(conn)
         self._changed()
         return {"sent": n}
 
@@ -242,25 +261,38 @@ class ReferenceStack:
     def op_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
         conn = self._handle(args, Connection)
         if args.get("how", "wr") in ("wr", "rdwr"):
-            self._apply(conn, self.dispatch(conn.tcb, "close")[0])
+            if conn.unsent:
+                conn.close_pending = True
+            else:
+                self._apply(conn, self.dispatch(conn.tcb, "close")[0])
             self._changed()
         return {}
 
     def op_close(self, args: dict[str, Any]) -> dict[str, Any]:
         obj = self.handles.pop(int(args["sock"]), None)
         if isinstance(obj, Listener):
-            for conn in list(obj.ready):
-                self._apply(conn, self.dispatch(conn.tcb, "abort")[0])
+            self._drop_listener(int(args["sock"]))
         elif isinstance(obj, Connection):
             obj.app_closed = True
-            # Unread data is lost when the application closes: a reset says so (RFC 9293 MAY-1, SHLD-3).
-            event = "abort" if obj.received else "close"
-            self._apply(obj, self.dispatch(obj.tcb, event)[0])
+            if obj.received:  # unread data is lost when the application closes: a reset says so (MAY-1, SHLD-3)
+                self._apply(obj, self.dispatch(obj.tcb, "abort")[0])
+            elif obj.unsent:  # the FIN follows the data still queued
+                obj.close_pending = True
+            else:
+                self._apply(obj, self.dispatch(obj.tcb, "close")[0])
         self._changed()
         return {}
 
+    def _drop_listener(self, handle: int) -> None:
+        """A listener closed or aborted: the connections it had not handed out yet (queued or half-open) are reset."""
+        for conn in list(self.connections.values()):
+            if conn.listener == handle and conn.handle is None:
+                self._apply(conn, self.dispatch(conn.tcb, "abort")[0])
+
     def op_abort(self, args: dict[str, Any]) -> dict[str, Any]:
         obj = self.handles.pop(int(args["sock"]), None)
+        if isinstance(obj, Listener):
+            self._drop_listener(int(args["sock"]))
         if isinstance(obj, Connection):
             self._apply(obj, self.dispatch(obj.tcb, "abort")[0])
         self._changed()
