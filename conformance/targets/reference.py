@@ -32,7 +32,7 @@ from ..oracle.machine import Answer, Seg, State, Tcb, dispatch
 from ..tcp import ACK, FIN, RST, SYN, seq_add, seq_diff
 from ..upper_tester import AgentError
 from ..wire.build import OutOption, OutSegment, build_packet
-from ..wire.link import Frame, LinkBase
+from ..wire.link import QueueLink
 from ..wire.segment import Segment, parse_packet
 from .config import TargetConfig
 from .ports import PortAllocator
@@ -410,48 +410,17 @@ class ReferenceAgent:
         pass
 
 
-class ReferenceLink(LinkBase):
+class ReferenceLink(QueueLink):
     """The tester's link to the model: what the tester sends is delivered at once; the answers wait as frames."""
 
     def __init__(self, config: TargetConfig) -> None:
-        self.frames: deque[Frame] = deque()
+        super().__init__()
         self.local = {f: config.address(f).target for f in config.families}
         self.stack = ReferenceStack(config.behaves_as, lambda packet: self._queue(packet, inbound=True), self.local)
-        self._ts = time.time()
-
-    def check_destination(self, packet: bytes) -> None:
-        pass  # nothing leaves the process
-
-    def _queue(self, data: bytes, inbound: bool) -> None:
-        self._ts = max(self._ts + 1e-6, time.time())
-        self.frames.append(Frame(data, self._ts, inbound))
 
     def send(self, packet: bytes) -> None:
-        self._queue(packet, inbound=False)
+        self._queue(packet, inbound=False)  # the capture shows the tester's own frames too
         self.stack.deliver(packet, self.local)
-
-    def poll_frame(self) -> Frame | None:
-        return self.frames.popleft() if self.frames else None
-
-    def fileno(self) -> int | None:
-        return None
-
-    def next_due(self) -> float | None:
-        return time.monotonic() if self.frames else None
-
-    def receive(self, timeout: float) -> Frame | None:
-        if self.frames:
-            return self.frames.popleft()
-        time.sleep(timeout)
-        return None
-
-    def flush(self) -> int:
-        n = len(self.frames)
-        self.frames.clear()
-        return n
-
-    def close(self) -> None:
-        self.frames.clear()
 
 
 class ReferenceTarget(TargetBase):

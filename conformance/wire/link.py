@@ -12,6 +12,7 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -131,6 +132,45 @@ class LinkBase(DestinationGuard):
 
     def flood_writer(self) -> Callable[[bytes], None]:
         return self.send  # type: ignore[attr-defined, no-any-return]
+
+
+class QueueLink(LinkBase):
+    """A link whose far end lives in this process: what it answers waits in a queue of frames, due at once (the
+    reference target's link, and the tests' fake). ``send`` is the far end's business."""
+
+    def __init__(self) -> None:
+        self.frames: deque[Frame] = deque()
+        self._ts = time.time()
+
+    def check_destination(self, packet: bytes) -> None:
+        pass  # nothing leaves the process
+
+    def _queue(self, data: bytes, inbound: bool) -> None:
+        self._ts = max(self._ts + 1e-6, time.time())  # stamps strictly increase, as a capture's do
+        self.frames.append(Frame(data, self._ts, inbound))
+
+    def poll_frame(self) -> Frame | None:
+        return self.frames.popleft() if self.frames else None
+
+    def fileno(self) -> int | None:
+        return None
+
+    def next_due(self) -> float | None:
+        return time.monotonic() if self.frames else None
+
+    def receive(self, timeout: float) -> Frame | None:
+        if self.frames:
+            return self.frames.popleft()
+        time.sleep(timeout)
+        return None
+
+    def flush(self) -> int:
+        n = len(self.frames)
+        self.frames.clear()
+        return n
+
+    def close(self) -> None:
+        self.frames.clear()
 
 
 SPIN_S = 0.002

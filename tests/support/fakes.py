@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,29 +19,21 @@ from conformance.targets.session import Session
 from conformance.tcp import SEQ_MOD, parse_flags
 from conformance.vocabulary import DEFAULT_PROFILE
 from conformance.wire.build import OutOption, OutSegment, build_packet
-from conformance.wire.link import Frame, LinkBase
+from conformance.wire.link import QueueLink
 from conformance.wire.segment import Segment, parse_packet
 
 TESTER, TARGET = "198.18.0.2", "198.18.0.1"
 Script = Callable[[Segment], list[bytes]]
 
 
-class FakeLink(LinkBase):
+class FakeLink(QueueLink):
     """The ``Link`` protocol over a queue: replies come from ``script(sent segment)``, at once."""
 
     def __init__(self, script: Script | None = None) -> None:
+        super().__init__()
         self.script = script or (lambda seg: [])
         self.sent: list[bytes] = []
-        self.frames: deque[Frame] = deque()
         self.flushes = 0
-        self._ts = time.time()
-
-    def check_destination(self, packet: bytes) -> None:
-        pass  # the script plays every destination
-
-    def _queue(self, data: bytes, inbound: bool) -> None:
-        self._ts = max(self._ts + 1e-6, time.time())
-        self.frames.append(Frame(data, self._ts, inbound))
 
     def send(self, packet: bytes) -> None:
         self.sent.append(packet)
@@ -50,29 +41,9 @@ class FakeLink(LinkBase):
         for reply_packet in self.script(parse_packet(packet)):  # type: ignore[arg-type]
             self._queue(reply_packet, inbound=True)
 
-    def poll_frame(self) -> Frame | None:
-        return self.frames.popleft() if self.frames else None
-
-    def fileno(self) -> int | None:
-        return None
-
-    def next_due(self) -> float | None:
-        return time.monotonic() if self.frames else None
-
-    def receive(self, timeout: float) -> Frame | None:
-        if self.frames:
-            return self.frames.popleft()
-        time.sleep(timeout)
-        return None
-
     def flush(self) -> int:
         self.flushes += 1
-        n = len(self.frames)
-        self.frames.clear()
-        return n
-
-    def close(self) -> None:
-        pass
+        return super().flush()
 
 
 class FakeCall:
