@@ -35,8 +35,7 @@ from ..wire.build import OutOption, OutSegment, build_packet
 from ..wire.link import QueueLink
 from ..wire.segment import Segment, parse_packet
 from .config import TargetConfig
-from .ports import PortAllocator
-from .session import Session, TargetBase
+from .session import TargetBase
 
 OPS = ["hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state"]
 ADVERTISED_MSS = {"ipv4": 1460, "ipv6": 1440}  # a 1500-byte link: 1500 - 40 and 1500 - 60
@@ -87,7 +86,7 @@ class ReferenceStack:
         seg = parse_packet(packet)
         if seg is None or seg.dst != local_addrs.get(seg.family):
             return  # not ours (broadcast, multicast, another host): dropped, as MUST-57 asks of SYNs
-        if seg.src == seg.dst or _invalid_source(seg):
+        if seg.src == seg.dst or _not_unicast(seg.family, seg.src):
             return  # an invalid source (MUST-63)
         ip_header = 40 if seg.family == "ipv6" else (seg.raw[0] & 0x0F) * 4
         if not seg.checksum_ok or seg.doff < 5 or seg.doff * 4 > len(seg.raw) - ip_header:
@@ -208,7 +207,7 @@ class ReferenceStack:
         pending = args.get("_conn")
         if pending is None:
             family, peer, peer_port = str(args["family"]), str(args["addr"]), int(args["port"])
-            if _invalid_peer(family, peer):
+            if _not_unicast(family, peer):
                 raise AgentError("ENETUNREACH", f"{peer} is not a unicast address", "connect")
             local = str(args.get("local_addr") or self.local_addrs[family])
             port = int(args.get("local_port") or 0) or 40000 + next(self._ids) % 20000
@@ -319,19 +318,13 @@ def _iss(key: Key) -> int:
     return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "big")
 
 
-def _invalid_peer(family: str, addr: str) -> bool:
+def _not_unicast(family: str, addr: str) -> bool:
+    """An address no connection may have at its far end: multicast, unspecified, a broadcast (RFC 1122 3.2.1.3)."""
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         return True
     return ip.is_multicast or ip.is_unspecified or (family == "ipv4" and addr.endswith(".255"))
-
-
-def _invalid_source(seg: Segment) -> bool:
-    first = seg.src.split(".")[0] if seg.family == "ipv4" else ""
-    if seg.family == "ipv4":
-        return 224 <= int(first) <= 239 or seg.src.endswith(".255") or seg.src == "255.255.255.255"
-    return seg.src.lower().startswith("ff")
 
 
 class ReferenceCall:
@@ -440,6 +433,3 @@ class ReferenceTarget(TargetBase):
 
     def healthy(self) -> bool:
         return self.link is not None
-
-    def session(self, family: str, ports: PortAllocator) -> Session:
-        return super().session(family, ports)
