@@ -148,6 +148,56 @@ def test_expect_none_with_an_unbound_name_is_an_error() -> None:
     assert "l_isnn" in result.reason
 
 
+RETRANSMITTED = case_text(
+    "  - send: {flags: S, seq: l_isn}\n"
+    "  - expect: {flags: SA, ack: l_isn + 1}\n"
+    "  - send: {flags: A, seq: l_isn + 1, ack: t_isn + 1}\n"
+    "  - expect_none: {for: 50ms, ignore_retransmissions: IGNORE, reason: the ACK completes the handshake}\n"
+)
+
+
+def _synack_again(seq_again: int) -> Script:
+    """Answer the SYN with a SYN-ACK (ISS 5000), and the ACK with a SYN-ACK of ISS ``seq_again``."""
+
+    def script(seg: Segment) -> list[bytes]:
+        first = seg.flags == SYN
+        return [reply(seg, "SA", 5000 if first else seq_again, (seg.seq + 1) if first else seg.seq)]
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("ignore", "seq_again", "verdict"),
+    [("true", 5000, Verdict.PASS), ("false", 5000, Verdict.FAIL), ("true", 7000, Verdict.FAIL)],
+)
+def test_a_silence_window_may_let_a_retransmission_pass(ignore: str, seq_again: int, verdict: Verdict) -> None:
+    """A retransmission (the flags, SEQ and length of a segment sent earlier, whatever its ACK) breaks the
+    silence only when the window counts retransmissions; a segment that is not one always breaks it."""
+    result, _ = run(RETRANSMITTED.replace("IGNORE", ignore), _synack_again(seq_again))
+    assert result.verdict == verdict, result.reason
+
+
+def test_a_silent_alternative_may_let_a_retransmission_pass() -> None:
+    text = case_text(
+        "  - send: {flags: S, seq: l_isn}\n"
+        "  - expect: {flags: SA, ack: l_isn + 1}\n"
+        "  - send: {flags: A, seq: l_isn + 1, ack: t_isn + 1}\n"
+        "  - expect_one_of:\n"
+        "      - label: reset\n"
+        "        behaviour: a reset\n"
+        "        expect: {flags: R}\n"
+        "      - label: silent\n"
+        "        behaviour: nothing\n"
+        "        none: {for: 50ms, ignore_retransmissions: true}\n"
+    )
+    result, _ = run(text, _synack_again(5000))
+    assert result.verdict == Verdict.PASS, result.reason
+    assert result.behaviour == "silent"
+    result, _ = run(text, _synack_again(7000))
+    assert result.verdict == Verdict.FAIL
+    assert result.reason == "the segment matches none of the acceptable behaviours"
+
+
 # ---- expect_one_of and profiles --------------------------------------------------------------------
 
 ONE_OF = case_text(

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..tcp import CWR, ECE, PSH
 from ..wire.build import OutSegment, build_packet
 from ..wire.link import Link
 from ..wire.segment import Segment, flow_key, parse_packet
@@ -191,5 +192,17 @@ class CaseFlow:
         """Whether the target sent this very segment (byte for byte) earlier in the case."""
         return any(e.inbound and e.segment is not seg and e.raw == seg.raw for e in self.ctx.record.trace)
 
+    def retransmits_earlier(self, seg: Segment) -> bool:
+        """Whether the segment resends one the target sent earlier in the case: the same flags (PSH, ECE and CWR
+        aside), SEQ and length; what a retransmission timer sends, whatever its options or ACK say now."""
+        key = _retransmission_key(seg)
+        return any(
+            e.inbound and e.segment is not seg and _retransmission_key(e.segment) == key for e in self.ctx.record.trace
+        )
+
     def describe_packet(self, packet: bytes) -> Segment | None:
         return parse_packet(packet)
+
+
+def _retransmission_key(seg: Segment) -> tuple[int, int, int]:
+    return (seg.flags & ~(PSH | ECE | CWR), seg.seq, len(seg.payload))

@@ -183,6 +183,9 @@ class LowerTester:
         ctx.declared_wait += spec.for_
         kept: list[Segment] = []
         while (seg := await flow.next(deadline)) is not None:
+            if spec.ignore_retransmissions and flow.retransmits_earlier(seg):
+                kept.append(seg)
+                continue
             if not mismatches(spec, seg, ctx.env):  # an unbound name in the filter is an ERROR, not silence
                 flow.put_back(kept)
                 raise StepFailed(
@@ -227,8 +230,14 @@ class LowerTester:
         # A silence alternative decides after its own window; otherwise wait as long as the longest expect.
         window = silent[0].alt.none.for_ if silent else max(timeouts)  # type: ignore[union-attr]
         chosen: ParsedAlternative | None = None
-        seg = await flow.next(start + window)
-        elapsed = time.monotonic() - start
+        skipped: list[Segment] = []
+        while True:
+            seg = await flow.next(start + window)
+            elapsed = time.monotonic() - start
+            if seg is None or not self._ignorable_retransmission(alts, seg, elapsed):
+                break
+            skipped.append(seg)  # a timer resending what is outstanding, while silence is one of the answers
+        flow.put_back(skipped)
         if seg is not None:
             ctx.target_wait += elapsed
         if seg is None and silent:
@@ -274,6 +283,15 @@ class LowerTester:
         record.detail = f"{alt.label}: {alt.behaviour}"
         if chosen.then:
             await run_steps(chosen.then)
+
+    def _ignorable_retransmission(self, alts: list[ParsedAlternative], seg: Segment, elapsed: float) -> bool:
+        silent = [a for a in alts if a.alt.none is not None]
+        return bool(
+            silent
+            and silent[0].alt.none.ignore_retransmissions  # type: ignore[union-attr]
+            and self._matching_alternative(alts, seg, elapsed) is None
+            and self.flow.retransmits_earlier(seg)
+        )
 
     def _matching_alternative(
         self, alts: list[ParsedAlternative], seg: Segment, elapsed: float

@@ -178,6 +178,11 @@ class ExpectNoneSpec(SegmentFilter):
 
     for_: Duration = Field(alias="for")
     reason: str | None = None
+    ignore_retransmissions: bool = Field(
+        False,
+        description="a retransmission (the flags, SEQ and length of a segment the target sent earlier in the case) "
+        "does not break the silence: timers may resend what is outstanding while the window watches",
+    )
 
 
 class ExpectCountSpec(SegmentFilter):
@@ -373,6 +378,16 @@ PRECONDITION_KINDS = ("expect", "check")  # steps whose failure can mean "the ca
 CASE_ID = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
 
 
+class CellSpec(Strict):
+    """Where a generated case sits in the state x event matrix (testcases/cells/, conformance/oracle/cells.py)."""
+
+    state: str
+    segment: str
+    seq: str
+    ack: str
+    covers: list[str] = Field(min_length=1, description="the ids of every cell this case stands for (merged cells)")
+
+
 class CaseMeta(Strict):
     """Metadata of a case file; ``steps`` is validated step by step by the loader."""
 
@@ -391,6 +406,7 @@ class CaseMeta(Strict):
         description="why the case must run with no other case in flight: it restarts the stack, floods it, samples "
         "its ISNs or measures something other connections would disturb",
     )
+    cell: CellSpec | None = Field(None, description="generated cases only: the matrix cell (do not write by hand)")
     steps: list[Any] = Field(min_length=1)
 
     @field_validator("families")
