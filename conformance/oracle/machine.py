@@ -125,6 +125,14 @@ RULES: dict[str, Rule] = {
             ("rfc5961:4.2", "rfc9293:3.10.7.4"),
         ),
         Rule(
+            "syn.time-wait-reopen",
+            "in TIME-WAIT a SYN at or above RCV.NXT (the BSD and Linux reading of 'a new SYN') may open a new "
+            "incarnation at once: a SYN-ACK whose ISS is above the largest sequence number used (RFC 9293 MAY-2, "
+            "from RFC 1122 section 4.2.2.13); not under rfc5961, which challenges every SYN without RFC 6191's "
+            "timestamps",
+            ("rfc1122:4.2.2.13", "rfc9293:3.6.1"),
+        ),
+        Rule(
             "syn.reset-793",
             "an in-window SYN in a synchronized state resets the connection (RFC 793)",
             ("rfc793:page71",),
@@ -139,6 +147,12 @@ RULES: dict[str, Rule] = {
             "in SYN-RECEIVED the peer's crossing SYN-ACK may also be taken with its SYN "
             "trimmed off, its ACK completing the handshake (RFC 9293 Figure 7, RFC 793 Figure 8)",
             ("rfc9293:3.5", "rfc793:fig8"),
+        ),
+        Rule(
+            "synrcvd.syn-duplicate",
+            "in SYN-RECEIVED a duplicate of the peer's SYN (SEQ = IRS) may also be answered by the SYN-ACK again, "
+            "as a retransmission, instead of the ACK an unacceptable segment draws (it carries the same ACK)",
+            ("rfc9293:3.10.8", "rfc9293:3.10"),
         ),
         Rule("ack.none", "a segment without ACK is dropped once synchronized", ("rfc9293:3.10.7.4",)),
         Rule(
@@ -157,7 +171,26 @@ RULES: dict[str, Rule] = {
             ("rfc9293:3.10.7.4",),
         ),
         Rule("ack.future", "an ACK of something not yet sent is answered by an ACK and dropped", ("rfc9293:3.10.7.4",)),
+        Rule(
+            "ack.future-closing",
+            "in LAST-ACK and TIME-WAIT the RFC expects only the ACK of our FIN (or the peer's FIN again): an ACK of "
+            "something not yet sent may be dropped silently as well as answered by an ACK; not under rfc5961, whose "
+            "ACK check (RFC 5961 section 5, MAY-12) sends the ACK in every synchronized state",
+            ("rfc9293:3.10.7.4",),
+        ),
         Rule("ack.advance", "an acceptable ACK advances SND.UNA", ("rfc9293:3.10.7.4",)),
+        Rule(
+            "ack.duplicate",
+            "an ACK of nothing new (SEG.ACK =< SND.UNA) acknowledges nothing and is otherwise ignored",
+            ("rfc9293:3.10.7.4",),
+        ),
+        Rule(
+            "ack.old-answered",
+            "a segment without text or FIN whose ACK is older than SND.UNA may be ignored or answered by an ACK "
+            "(the RFC lets a duplicate ACK be ignored and forbids no reply; RFC 5961 section 5 requires the reply only "
+            "below SND.UNA - MAX.SND.WND, which the model does not track)",
+            ("rfc9293:3.10.7.4", "rfc5961:5"),
+        ),
         Rule(
             "ack.fin-acked",
             "once the FIN is acknowledged: FIN-WAIT-1 -> FIN-WAIT-2, CLOSING -> TIME-WAIT, LAST-ACK -> CLOSED",
@@ -169,7 +202,26 @@ RULES: dict[str, Rule] = {
             ("rfc9293:3.10.7.4",),
         ),
         Rule("text.ignore", "data after the peer's FIN is ignored", ("rfc9293:3.10.7.4",)),
-        Rule("text.gap", "data beyond RCV.NXT is not taken; the ACK asks for the gap", ("rfc9293:3.10.7.4",)),
+        Rule(
+            "text.gap",
+            "data beyond RCV.NXT is not taken; an ACK asking for the gap may be sent at once or not (MAY-13 makes "
+            "the immediate ACK of a segment inside the window but not at its left edge optional)",
+            ("rfc9293:3.10.7.4",),
+        ),
+        Rule(
+            "text.after-fin",
+            "text or a FIN beyond the peer's FIN (CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT) cannot come from a "
+            "conforming peer: besides the literal reading (a FIN is acknowledged, RCV.NXT advanced over it), an ACK "
+            "of RCV.NXT, or silence (which the text gives only CLOSING; elsewhere a tolerance for a segment no "
+            "conforming peer sends)",
+            ("rfc9293:3.10.7.4",),
+        ),
+        Rule(
+            "fin.gap",
+            "a FIN beyond RCV.NXT (an out-of-order segment without text) is not processed; it may draw an "
+            "immediate duplicate ACK or nothing",
+            ("rfc9293:3.10.7.4",),
+        ),
         Rule(
             "fin.accept",
             "a FIN at RCV.NXT is acknowledged: ESTABLISHED/SYN-RECEIVED -> CLOSE-WAIT, FIN-WAIT-1 "
@@ -424,7 +476,14 @@ def _synchronized(tcb: Tcb, seg: Seg) -> list[Answer]:
     if not acceptable(tcb, seg):
         if seg.flags & RST:
             return [Answer((), tcb, ("seq.unacceptable-rst",))]
-        return [Answer((_ack_of(tcb),), tcb, ("seq.unacceptable",))]
+        answers = [Answer((_ack_of(tcb),), tcb, ("seq.unacceptable",))]
+        if tcb.state == State.SYN_RECEIVED and seg.flags & SYN and not seg.flags & ACK and seg.seq == tcb.irs:
+            again = Seg(tcb.iss, tcb.rcv_nxt, SYN | ACK, tcb.rcv_wnd)
+            answers.append(Answer((again,), tcb, ("synrcvd.syn-duplicate",)))
+        above = seq_diff(seg.seq, tcb.rcv_nxt) > 0
+        if tcb.state == State.TIME_WAIT and seg.flags & SYN and not seg.flags & ACK and above:
+            answers.append(_time_wait_reopen(tcb, seg))  # beyond the window, still above the old incarnation
+        return answers
     # Second: RST.
     if seg.flags & RST:
         if tcb.state == State.TIME_WAIT:  # RFC 1337 keeps TIME-WAIT whatever the reset
@@ -442,14 +501,29 @@ def _synchronized(tcb: Tcb, seg: Seg) -> list[Answer]:
         if tcb.state == State.SYN_RECEIVED and tcb.passive:
             return [Answer((), replace(Tcb(), state=State.LISTEN, passive=True), ("synrcvd.syn-passive",))]
         reset = Seg(tcb.snd_nxt, 0, RST)
-        return [Answer((_ack_of(tcb),), tcb, ("syn.challenge",), WITH_5961),
-                Answer((reset,), Tcb(), ("syn.reset-793",), WITH_793)]  # fmt: skip
+        answers = [Answer((_ack_of(tcb),), tcb, ("syn.challenge",), WITH_5961),
+                   Answer((reset,), Tcb(), ("syn.reset-793",), WITH_793)]  # fmt: skip
+        if tcb.state == State.TIME_WAIT and not seg.flags & ACK:
+            answers.append(_time_wait_reopen(tcb, seg))
+        return answers
     # Fifth: ACK.
     if not seg.flags & ACK:
         return [Answer((), tcb, ("ack.none",))]
     if tcb.state == State.SYN_RECEIVED:
         return _syn_received_ack(tcb, seg)
-    return [_after_ack(tcb, seg)]
+    return _after_ack(tcb, seg)
+
+
+REOPEN_GAP = 65536  # how far above the old SND.NXT the model puts a reopened incarnation's ISS
+
+
+def _time_wait_reopen(tcb: Tcb, seg: Seg) -> Answer:
+    """A new incarnation from TIME-WAIT (MAY-2): SYN-RECEIVED with an ISS above everything the old one sent."""
+    iss = seq_add(tcb.snd_nxt, REOPEN_GAP)
+    rcv_nxt = seq_add(seg.seq, 1)
+    after = replace(Tcb(), state=State.SYN_RECEIVED, iss=iss, snd_una=iss, snd_nxt=seq_add(iss, 1), irs=seg.seq,
+                    rcv_nxt=rcv_nxt, snd_wnd=seg.wnd, snd_mss=seg.mss or tcb.snd_mss)  # fmt: skip
+    return Answer((Seg(iss, rcv_nxt, SYN | ACK, tcb.rcv_wnd),), after, ("syn.time-wait-reopen",), WITH_793)
 
 
 def _syn_received_ack(tcb: Tcb, seg: Seg) -> list[Answer]:
@@ -457,31 +531,71 @@ def _syn_received_ack(tcb: Tcb, seg: Seg) -> list[Answer]:
     within_nxt = seq_diff(seg.ack, tcb.snd_nxt) <= 0
     if above_una > 0 and within_nxt:
         established = replace(tcb, state=State.ESTABLISHED, snd_wnd=seg.wnd)
-        return [_after_ack(established, seg, ("synrcvd.ack",))]
+        return _after_ack(established, seg, ("synrcvd.ack",))
     reset = Answer((Seg(seg.ack, 0, RST),), tcb, ("synrcvd.bad-ack",))
     if above_una == 0 and within_nxt:  # SEG.ACK = SND.UNA: RFC 793's page 72 accepted it
         established = replace(tcb, state=State.ESTABLISHED, snd_wnd=seg.wnd)
         loose = _after_ack(established, seg, ("synrcvd.ack-793",))
-        return [reset, replace(loose, conforms=frozenset({"rfc793"}))]
+        return [reset, *(replace(a, conforms=frozenset({"rfc793"})) for a in loose)]
     return [reset]
 
 
-def _after_ack(tcb: Tcb, seg: Seg, rules: tuple[str, ...] = ()) -> Answer:
+FIN_RECEIVED = frozenset({State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT})
+
+
+def _after_ack(tcb: Tcb, seg: Seg, rules: tuple[str, ...] = ()) -> list[Answer]:
     """ACK processing in the synchronized states, then text and FIN."""
     if seq_diff(seg.ack, tcb.snd_nxt) > 0:
-        return Answer((_ack_of(tcb),), tcb, (*rules, "ack.future"))
+        answers = [Answer((_ack_of(tcb),), tcb, (*rules, "ack.future"))]
+        if tcb.state in (State.LAST_ACK, State.TIME_WAIT):
+            answers.append(Answer((), tcb, (*rules, "ack.future-closing"), WITH_793))
+        return answers
     if seq_diff(seg.ack, tcb.snd_una) > 0:
         tcb = replace(tcb, snd_una=seg.ack, snd_wnd=seg.wnd)
         rules = (*rules, "ack.advance")
-    elif seg.ack == tcb.snd_una:
-        tcb = replace(tcb, snd_wnd=seg.wnd)
+    else:
+        if seg.ack == tcb.snd_una:
+            tcb = replace(tcb, snd_wnd=seg.wnd)
+        rules = (*rules, "ack.duplicate")
+        if seq_diff(seg.ack, tcb.snd_una) < 0 and not seg.data and not seg.flags & FIN:
+            return [Answer((), tcb, rules), Answer((_ack_of(tcb),), tcb, (*rules, "ack.old-answered"))]
     fin_acked = tcb.fin_sent and tcb.snd_una == tcb.snd_nxt
     if fin_acked and tcb.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK):
         nxt = {State.FIN_WAIT_1: State.FIN_WAIT_2, State.CLOSING: State.TIME_WAIT, State.LAST_ACK: State.CLOSED}
         tcb = replace(tcb, state=nxt[tcb.state]) if tcb.state != State.LAST_ACK else Tcb()
         rules = (*rules, "ack.fin-acked")
         if tcb.state == State.CLOSED:
-            return Answer((), tcb, rules)
+            return [Answer((), tcb, rules)]
+    literal = _text_and_fin(tcb, seg, rules)
+    end = seq_add(seg.seq, seg.data + (1 if seg.flags & FIN else 0))
+    if tcb.state in FIN_RECEIVED and (seg.data or seg.flags & FIN) and seq_diff(end, tcb.rcv_nxt) > 0:
+        answers = [literal]
+        if tcb.state == State.TIME_WAIT and seg.flags & FIN and seq_add(seg.seq, seg.data) == tcb.rcv_nxt:
+            advanced = replace(tcb, rcv_nxt=seq_add(tcb.rcv_nxt, 1))  # the eighth step read literally
+            answers.append(Answer((_ack_of(advanced),), advanced, (*rules, "text.after-fin")))
+        after_fin = (*rules, "text.after-fin")
+        answers += [Answer((_ack_of(tcb),), tcb, after_fin), Answer((), tcb, after_fin)]
+        return _distinct(answers)
+    if "text.gap" in literal.rules:  # the immediate ACK of out-of-order data is MAY-13
+        return [literal, Answer((), literal.tcb, literal.rules)]
+    if seg.flags & FIN and not seg.data and seq_diff(seg.seq, tcb.rcv_nxt) > 0:  # an out-of-order FIN
+        return [Answer((), tcb, (*rules, "fin.gap")), Answer((_ack_of(tcb),), tcb, (*rules, "fin.gap"))]
+    return [literal]
+
+
+def _distinct(answers: list[Answer]) -> list[Answer]:
+    """The answers without repeats (the same segments and the same TCB), first kept."""
+    seen: set[tuple[tuple[Seg, ...], Tcb]] = set()
+    out = []
+    for answer in answers:
+        if (answer.sent, answer.tcb) not in seen:
+            seen.add((answer.sent, answer.tcb))
+            out.append(answer)
+    return out
+
+
+def _text_and_fin(tcb: Tcb, seg: Seg, rules: tuple[str, ...]) -> Answer:
+    """The sixth to eighth steps (URG is not modelled): text, then FIN."""
     sent: list[Seg] = []
     if tcb.state == State.TIME_WAIT and seg.flags & FIN:  # a retransmitted FIN: acknowledge it again
         return Answer((_ack_of(tcb),), tcb, (*rules, "fin.accept"))
