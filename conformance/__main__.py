@@ -1,5 +1,5 @@
 """Command line: ``python -m conformance run [PATH...] | schema | check PATH... | report merge RESULTS... |
-report html RESULTS | report regrade RESULTS --profile P | mutate [PATH...]``.
+report html RESULTS | report regrade RESULTS --profile P | mutate [PATH...] | cells [--write | --check]``.
 
 Rules of this module: argument parsing and printing only; every command is a call into the library.
 """
@@ -55,7 +55,35 @@ def _parser() -> argparse.ArgumentParser:
     mutate.add_argument("--profile", default=None, choices=sorted(PROFILES), help="default: the target's behaves_as")
     mutate.add_argument("--with-slow", action="store_true", help="also the cases tagged slow")
     mutate.add_argument("-o", "--output", type=Path, default=None, help="write the outcome as JSON")
+    cells = sub.add_parser("cells", help="the state x event matrix generated from the reference model: its size")
+    action = cells.add_mutually_exclusive_group()
+    action.add_argument("--write", action="store_true", help="write testcases/cells/ from the model")
+    action.add_argument("--check", action="store_true", help="exit 1 when testcases/cells/ differs from the model")
     return parser
+
+
+def _cells(args: argparse.Namespace) -> int:
+    """Print the matrix's size per state; write or check its case files."""
+    from .cellfiles import CELLS_DIR, stale, write
+    from .oracle.cells import cells_by_state
+
+    root = Path.cwd()
+    if args.check:
+        problems = stale(root)
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{CELLS_DIR} differs from the reference model: run python -m conformance cells --write")
+            return 1
+    if args.write:
+        write(root)
+    print(f"{'state':14} {'cells':>6} {'distinct':>9}")
+    total = distinct = 0
+    for state, (raw, kept) in cells_by_state().items():
+        print(f"{state:14} {raw:6} {kept:9}")
+        total, distinct = total + raw, distinct + kept
+    print(f"{'all':14} {total:6} {distinct:9}  ({CELLS_DIR}: one case file per distinct cell)")
+    return 0
 
 
 def _schema() -> int:
@@ -226,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "mutate":
         return _mutate(args)
+    if args.command == "cells":
+        return _cells(args)
     if args.command == "schema":
         return _schema()
     if args.command == "check":

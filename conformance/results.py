@@ -45,17 +45,28 @@ def _relative_file(file: Path, rootdir: Path) -> str:
         return str(file)
 
 
+def _requirements(case: Case) -> list[str]:
+    """What the case counts towards: the numbered requirements it cites; a generated cell of the state x event
+    matrix counts towards every place its model rules cite (sections, mostly: the processing rules of RFC 9293
+    section 3.10 carry few numbered requirements)."""
+    if case.meta.cell is not None:
+        return list(case.meta.refs)
+    return numbered_requirements(case.meta.refs)
+
+
 def case_identity(case: Case, family: str, nodeid: str, rootdir: Path) -> dict[str, Any]:
     """The fields that say which case this is (the same before and after any re-grading)."""
     file = _relative_file(case.file, rootdir)
     out = {
         "id": case.id, "family": family, "nodeid": nodeid, "title": case.meta.title, "file": file,
         "line": case.line, "level": str(case.meta.level), "refs": list(case.meta.refs),
-        "requirements": numbered_requirements(case.meta.refs), "requirement": case.meta.requirement,
+        "requirements": _requirements(case), "requirement": case.meta.requirement,
         "tags": list(case.meta.tags),
     }  # fmt: skip
     if case.meta.alone:
         out["alone"] = case.meta.alone
+    if case.meta.cell is not None:
+        out["cell"] = case.meta.cell.model_dump()
     return out
 
 

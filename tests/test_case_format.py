@@ -95,6 +95,9 @@ def test_what_conforms_under_rfc9293_conforms_under_rfc1337_but_a_time_wait_rese
         for parsed in _alternatives(case.steps):
             conforms = parsed.alt.conforms
             if conforms is not None and "rfc9293" in conforms and "rfc1337" not in conforms:
+                cell = case.meta.cell
+                if cell is not None and cell.state == "TIME-WAIT" and cell.segment in ("RST", "RSTACK"):
+                    continue  # a generated cell: RFC 1337 ignores every RST in TIME-WAIT, challenge ACKs included
                 missing.append((case.id, parsed.alt.label))
     assert set(missing) == ENDS_TIME_WAIT_ON_RST
 

@@ -67,3 +67,31 @@ def test_a_malformed_expectations_file_is_a_usage_error(tmp_path: Path) -> None:
     run = run_suite(tmp_path, f"--rootdir={tmp_path}", "testcases", cwd=tmp_path)
     assert run.returncode == 4
     assert "known.yaml:2:3: deviations.wrong-id: 'wrong-id' is not a case id" in run.stderr
+
+
+def test_a_group_lists_the_cases_one_cause_explains(tmp_path: Path) -> None:
+    from conformance.targets.config import TargetConfigError, load_expectations, load_targets
+
+    targets = _setup(tmp_path, "l_isn + 2", """\
+        deviations:
+          one-cause:
+            verdict: FAIL
+            reason: one reviewed cause shared by two cases
+            cases: [WRONG-ACK-01, "OTHER-01[ipv6]"]
+        """)  # fmt: skip
+    entry = load_targets(targets)["local"]
+    found = load_expectations(targets, entry)
+    assert set(found) == {"WRONG-ACK-01", "OTHER-01[ipv6]"}
+    assert found["WRONG-ACK-01"].reason == "one reviewed cause shared by two cases"
+    (tmp_path / "known.yaml").write_text(textwrap.dedent("""\
+        deviations:
+          One-Cause:
+            verdict: FAIL
+            reason: a group's name is lower case
+            cases: [WRONG-ACK-01]
+          WRONG-ACK-01:
+            verdict: FAIL
+            reason: listed twice
+        """))  # fmt: skip
+    with pytest.raises(TargetConfigError, match="named in lower case"):
+        load_expectations(targets, entry)

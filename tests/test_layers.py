@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"results"},
     {"report"},
-    {"run", "lab", "mutation"},
+    {"run", "lab", "mutation", "cellfiles"},
     {"plugin", "__main__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -60,7 +60,8 @@ def test_the_models_choice_is_what_is_graded(tmp_path: Path) -> None:
     resets instead FAIL, each naming the challenge ACK it saw."""
     results = run_on("reference", "rfc793", tmp_path)
     failed = {r.job.case.id for r in results if r.verdict == Verdict.FAIL}
-    assert failed == RFC5961_NOT_RFC793
+    assert {c for c in failed if not c.startswith("CELL-")} == RFC5961_NOT_RFC793
+    assert {c for c in failed if c.startswith("CELL-")} >= {"CELL-EST-SYN-LEFT", "CELL-EST-RST-RIGHT"}
     assert all("challenge" in r.reason for r in results if r.verdict == Verdict.FAIL)
 
 

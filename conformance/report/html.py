@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ..vocabulary import CATEGORIES, LEVELS, VERDICTS
+from .cellgrid import GRID_CSS, cell_grid
 from .ladder import ladder_svg
 from .page import escape as _e
 from .page import render_page, write_page
@@ -784,6 +785,19 @@ def _details(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- public API
 
 
+def _state_event_grid(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> list[str]:
+    """The state x event matrix's cells of this run as a grid (none when the run had no cells)."""
+    grid = cell_grid([(c, f"#{a}") for c, a in zip(cases, anchors, strict=True)])
+    if not grid:
+        return []
+    return [
+        '<section id="state-event"><h2>State \u00d7 event matrix</h2><p class="muted">The generated cells '
+        "(testcases/cells/): the target's answer to each class of segment in each state, against the reference "
+        "model. One square per distinct cell, both address families folded in; hover for the verdicts, click for "
+        f"the evidence.</p>{grid}</section>"
+    ]
+
+
 def render_html(results: dict) -> str:
     """Render a results.json document (as loaded by `json.load`) into one self-contained HTML page."""
     cases = [_as_map(c) for c in _as_list(results.get("cases"))]
@@ -803,13 +817,14 @@ def render_html(results: dict) -> str:
         _iut(target),
         _environment(_as_map(results.get("environment"))),
         _summary(results, cases, anchors),
+        *_state_event_grid(cases, anchors),
         _case_table(cases, anchors),
         _details(cases, anchors),
     ]
     main = "<main>\n" + "\n".join(sections) + "\n</main>"
     title = f"TCP conformance test report \u2014 {results.get('run_id', '')}"
     generator = f"tcp-conformance {results.get('suite_version', '')}"
-    return render_page(title, f"{header}\n{main}", css=_CSS, script=_JS, meta={"generator": generator})
+    return render_page(title, f"{header}\n{main}", css=_CSS + GRID_CSS, script=_JS, meta={"generator": generator})
 
 
 def write_html(results: dict, path: pathlib.Path) -> None:

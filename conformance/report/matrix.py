@@ -21,6 +21,7 @@ from urllib.parse import quote
 from ..grading.grade import case_category, case_level, case_verdict, grade
 from ..results import READABLE_SCHEMAS
 from ..vocabulary import CATEGORIES, LEVELS, VERDICTS
+from .cellgrid import GRID_CSS, cell_grid
 from .html import case_anchors, write_html
 from .page import escape as _e
 from .page import render_page, write_page
@@ -327,8 +328,25 @@ def render_matrix(runs: Sequence[tuple[Path, dict]], out: Path) -> str:
         "(each case once per address family). Hover a cell for the behaviour and reason; click it for the "
         "case's details in that run's report.</p></header>"
     )
-    main = f"<main>{_summary(loaded, out)}{_matrix(loaded, rows, out)}</main>"
-    return render_page(title, f"{header}\n{main}", css=_CSS, script=_JS)
+    main = f"<main>{_summary(loaded, out)}{_grids(loaded, out)}{_matrix(loaded, rows, out)}</main>"
+    return render_page(title, f"{header}\n{main}", css=_CSS + GRID_CSS, script=_JS)
+
+
+def _grids(runs: Sequence[Run], out: Path) -> str:
+    """The state x event grid of every run that ran the generated cells, one under the other."""
+    parts = []
+    for n, run in enumerate(runs, 1):
+        grid = cell_grid([(case, report_href(run.path, out, anchor)) for case, anchor in run.cases.values()])
+        if grid:
+            parts.append(f'<h3 data-run="{n}">{_e(run.target)} <span class="muted">(run {n}, profile '
+                         f'<code>{_e(run.doc.get("profile", ""))}</code>)</span></h3>{grid}')  # fmt: skip
+    if not parts:
+        return ""
+    return (
+        '<h2 id="state-event">State \u00d7 event matrix, per target</h2><p class="muted">The generated cells '
+        "(testcases/cells/) as each target answered them; every square links to the evidence in that run's "
+        "report.</p>" + "".join(parts)
+    )
 
 
 def write_matrix(results_paths: Sequence[Path], out: Path) -> None:

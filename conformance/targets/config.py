@@ -7,7 +7,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -428,11 +428,20 @@ def select_target(path: Path, name: str) -> TargetConfig:
     return targets[name]
 
 
+CASE_KEY = r"^[A-Z][A-Z0-9-]*(\[ipv[46]\])?$"
+
+
 class Deviation(Strict):
     """A reviewed, known deviation: the case keeps its verdict, the run is not failed by it."""
 
     verdict: Literal["FAIL", "ERROR", "INCONCLUSIVE"]
     reason: str = Field(min_length=10)
+
+
+class DeviationGroup(Deviation):
+    """One reviewed cause shared by several cases (e.g. cells of the state x event matrix), listed by id."""
+
+    cases: list[Annotated[str, Field(pattern=CASE_KEY)]] = Field(min_length=1)
 
 
 def load_expectations(targets_file: Path, entry: TargetConfig) -> dict[str, Deviation]:
@@ -448,8 +457,19 @@ def load_expectations(targets_file: Path, entry: TargetConfig) -> dict[str, Devi
     if not isinstance(data, dict) or not isinstance(data.get("deviations"), dict):
         raise located.at((), "an expectations file is a mapping with a 'deviations' mapping of case id: entry")
     out = {}
-    for case_id, item in data["deviations"].items():
-        if not re.fullmatch(r"[A-Z][A-Z0-9-]*(\[ipv[46]\])?", case_id):
-            raise located.at(("deviations", case_id), f"'{case_id}' is not a case id (ID or ID[ipv4])", at_key=True)
-        out[case_id] = located.validate(Deviation, item, ("deviations", case_id))
+    for key, item in data["deviations"].items():
+        if isinstance(item, dict) and "cases" in item:  # a group: a name for one cause, and its cases
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", key):
+                raise located.at(("deviations", key), f"'{key}': a group of cases is named in lower case", at_key=True)
+            group = located.validate(DeviationGroup, item, ("deviations", key))
+            for case_id in group.cases:
+                if case_id in out:
+                    raise located.at(("deviations", key), f"{case_id} is listed twice", at_key=True)
+                out[case_id] = Deviation(verdict=group.verdict, reason=group.reason)
+            continue
+        if not re.fullmatch(CASE_KEY, key):
+            raise located.at(("deviations", key), f"'{key}' is not a case id (ID or ID[ipv4])", at_key=True)
+        if key in out:
+            raise located.at(("deviations", key), f"{key} is listed twice", at_key=True)
+        out[key] = located.validate(Deviation, item, ("deviations", key))
     return out
