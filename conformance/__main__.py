@@ -240,6 +240,9 @@ def _mutate(args: argparse.Namespace) -> int:
     for rule, counts in doc["rules"].items():
         print(f"{rule:28} killed {counts['killed']:2}  survived {counts['survived']:2}  "
               f"not exercised {counts['not exercised']:2}")  # fmt: skip
+    for place, counts in doc["requirements"].items():
+        score = f"{counts['score'] * 100:.0f}%"
+        print(f"{place:28} killed {counts['killed']:2}  survived {counts['survived']:2}  score {score}")
     for survivor in doc["survivors"]:
         print(f"survived: {survivor['mutant']}: {survivor['what']} ({survivor['cases_run']} cases run)")
     score = "-" if doc["score"] is None else f"{doc['score'] * 100:.1f}%"

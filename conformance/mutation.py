@@ -122,17 +122,34 @@ def measure(jobs: Sequence[Job], target: str, targets_file: Path, profile: str, 
     return outcomes
 
 
+ACCEPTABILITY_PLACES = ("rfc9293:3.10.7.4", "rfc793:page69")  # the window test's edges: not a rule of RULES
+
+
+def places_of(rule: str) -> tuple[str, ...]:
+    """The RFC places (sections, pages, numbered requirements) a rule of the model cites."""
+    return RULES[rule].refs if rule in RULES else ACCEPTABILITY_PLACES
+
+
 def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """The score overall and per rule, and the survivors, as JSON."""
     per_rule: dict[str, dict[str, int]] = defaultdict(lambda: {"killed": 0, "survived": 0, "not exercised": 0})
     for o in outcomes:
         per_rule[o.mutant.rule][o.status] += 1
+    per_place: dict[str, dict[str, int]] = defaultdict(lambda: {"killed": 0, "survived": 0})
+    for o in outcomes:
+        if o.status != "not exercised":
+            for place in places_of(o.mutant.rule):
+                per_place[place][o.status] += 1
     killed = sum(1 for o in outcomes if o.status == "killed")
     exercised = sum(1 for o in outcomes if o.status != "not exercised")
     return {
         "mutants": len(outcomes), "exercised": exercised, "killed": killed,
         "score": round(killed / exercised, 4) if exercised else None,
         "rules": {rule: dict(counts) for rule, counts in sorted(per_rule.items())},
+        "requirements": {
+            place: {**counts, "score": round(counts["killed"] / (counts["killed"] + counts["survived"]), 4)}
+            for place, counts in sorted(per_place.items())
+        },
         "survivors": [{"mutant": o.mutant.name, "what": o.mutant.what, "answers_changed": o.changed,
                        "cases_run": o.cases} for o in outcomes if o.status == "survived"],
         "not_exercised": [o.mutant.name for o in outcomes if o.status == "not exercised"],

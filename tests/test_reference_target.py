@@ -99,6 +99,10 @@ def test_mutants_of_the_model_are_killed_by_the_cases_that_exercise_their_rule()
     assert outcomes["listen.syn/ack+1"].status == "killed"
     assert outcomes["syn.challenge/reset"].status == "survived" and outcomes["syn.challenge/reset"].changed > 0
     assert outcomes["rst.time-wait-1337/silent"].status == "not exercised"
+    places = summary(list(outcomes.values()))["requirements"]  # the score per RFC place the rules cite
+    assert places["rfc9293:3.10.7.4"]["killed"] >= 2 and places["rfc5961:4.2"] == {"killed": 0, "survived": 1,
+                                                                                    "score": 0.0}  # fmt: skip
+    assert "rfc1337:3" not in places  # its only mutant was not exercised
     doc = summary(list(outcomes.values()))
     assert (doc["killed"], doc["exercised"], doc["score"]) == (2, 3, 0.6667)
     assert [s["mutant"] for s in doc["survivors"]] == ["syn.challenge/reset"]

@@ -15,9 +15,13 @@ Rules of this module:
   live there. The representative is the first cell in the order the classes are listed, and the purpose lists
   every cell it covers.
 - Answers are written in the case format's terms: ``rn``, ``sn`` and ``w`` are bound just before the cell's
-  segment from the tester's view (``l_nxt``, ``t_nxt``, ``t_win``), and every number the model produced is
-  written relative to the one of them it derives from. The model is driven with bases a billion apart, so the
-  nearest base is always the right one.
+  segment from the tester's view (``l_nxt``, ``t_nxt``, ``t_win``), ``cs`` and ``ca`` are the cell segment's SEQ
+  and ACK, and every number the model produced is written relative to the one it derives from (a reset's SEQ
+  taken from SEG.ACK is ``ca``, an ACK taken from SEG.SEQ + SEG.LEN is ``cs + n``). The model is driven with
+  bases a billion apart, so the nearest base is always the right one.
+- Where the socket can show it (the synchronized states but TIME-WAIT), a cell also checks the state after.
+  Cells whose handling the RFCs leave open (a SYN-FIN, a new SYN in SYN-RECEIVED) are INFO and also record any
+  reset, ACK or SYN-ACK. A silent answer is watched 200 ms and lets the target's retransmissions pass.
 - Pure: plain data out (case documents as dicts ready for YAML); imports only the model and conformance/tcp.
 """
 
@@ -535,6 +539,9 @@ def _answer_steps(cell: Cell, found: list[Outcome]) -> list[dict]:
             steps = [{"expect_none": {**SILENCE, "reason": _reason(outcome)}}]
         return steps + _state_check(cell, outcome)
     alternatives = []
+    silent = [o for o in found if not o.sent]
+    if len(silent) > 1:  # one silence alternative: the state after tells them apart, if the socket shows it
+        found = [o for o in found if o.sent] + [_silences(cell, silent)]
     for outcome in sorted(found, key=lambda o: (bool(not o.sent), o.rules)):
         alt: dict = {"label": _label(outcome), "behaviour": _behaviour(outcome)}
         if outcome.sent:
@@ -557,13 +564,29 @@ def _answer_steps(cell: Cell, found: list[Outcome]) -> list[dict]:
     return [{"expect_one_of": alternatives}]
 
 
+@dataclass(frozen=True)
+class Silences(Outcome):
+    """Several silent outcomes as one: any of their states after, under the union of their profiles."""
+
+    states: tuple[State, ...] = ()
+
+
+def _silences(cell: Cell, silent: list[Outcome]) -> Outcome:
+    rules = tuple(dict.fromkeys(r for o in silent for r in o.rules))
+    conforms = frozenset(p for o in silent for p in o.conforms)
+    states = tuple(dict.fromkeys(o.state for o in silent))
+    return Silences((), states[0], conforms, rules, states)
+
+
 def _label(outcome: Outcome) -> str:
     sent = "-".join((dict(s)["flags"] or "null").lower() for s in outcome.sent) or "silent"
     return "--".join([*(r.replace(".", "-") for r in outcome.rules), sent])
 
 
 def _behaviour(outcome: Outcome) -> str:
-    return f"{_sent_words(outcome)}; {outcome.state.value} after ({', '.join(outcome.rules)})"
+    states = outcome.states if isinstance(outcome, Silences) else (outcome.state,)
+    after = " or ".join(state.value for state in states)
+    return f"{_sent_words(outcome)}; {after} after ({', '.join(outcome.rules)})"
 
 
 def _reason(outcome: Outcome) -> str:
@@ -571,7 +594,9 @@ def _reason(outcome: Outcome) -> str:
 
 
 def _state_check(cell: Cell, outcome: Outcome) -> list[dict]:
-    seen = _observable(cell, outcome.state)
-    if seen is None:
+    states = outcome.states if isinstance(outcome, Silences) else (outcome.state,)
+    seen = [_observable(cell, state) for state in states]
+    if None in seen:
         return []
-    return [{"ut": {"op": "state", "state": seen.value}}]
+    names = list(dict.fromkeys(state.value for state in seen if state is not None))
+    return [{"ut": {"op": "state", "state": names[0] if len(names) == 1 else names}}]

@@ -154,6 +154,13 @@ RULES: dict[str, Rule] = {
             "as a retransmission, instead of the ACK an unacceptable segment draws (it carries the same ACK)",
             ("rfc9293:3.10.8", "rfc9293:3.10"),
         ),
+        Rule(
+            "seq.held",
+            "an acceptable segment that begins beyond RCV.NXT may be held for later processing, its ACK field "
+            "included (SHLD-31; the RFC processes further only a segment that begins at RCV.NXT), with or without "
+            "an immediate ACK of RCV.NXT (MAY-13); taking its ACK at once, as most stacks do, is the other answer",
+            ("rfc9293:3.10.7.4",),
+        ),
         Rule("ack.none", "a segment without ACK is dropped once synchronized", ("rfc9293:3.10.7.4",)),
         Rule(
             "synrcvd.ack",
@@ -509,9 +516,11 @@ def _synchronized(tcb: Tcb, seg: Seg) -> list[Answer]:
     # Fifth: ACK.
     if not seg.flags & ACK:
         return [Answer((), tcb, ("ack.none",))]
-    if tcb.state == State.SYN_RECEIVED:
-        return _syn_received_ack(tcb, seg)
-    return _after_ack(tcb, seg)
+    now = _syn_received_ack(tcb, seg) if tcb.state == State.SYN_RECEIVED else _after_ack(tcb, seg)
+    if seq_diff(seg.seq, tcb.rcv_nxt) > 0:  # it begins beyond RCV.NXT: it may also be held for later (SHLD-31)
+        held = [Answer((), tcb, ("seq.held",)), Answer((_ack_of(tcb),), tcb, ("seq.held",))]
+        return _distinct([*now, *(replace(a, conforms=frozenset(c for a2 in now for c in a2.conforms)) for a in held)])
+    return now
 
 
 REOPEN_GAP = 65536  # how far above the old SND.NXT the model puts a reopened incarnation's ISS
