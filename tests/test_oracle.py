@@ -157,8 +157,9 @@ def test_a_syn_in_a_synchronized_state_draws_a_challenge_ack_or_a_reset_at_snd_n
     grid = by_profile(dispatch(m.tcb, "segment", Seg(m.tcb.rcv_nxt, 0, SYN)))
     challenge = ((Seg(m.tcb.snd_nxt, m.tcb.rcv_nxt, ACK),), m.tcb.state)
     reset = ((Seg(m.tcb.snd_nxt, 0, RST),), State.CLOSED)
-    assert grid["rfc5961"] == [challenge] and grid["rfc793"] == [reset]
-    assert grid["rfc9293"] == grid["rfc1337"] == [challenge, reset]
+    reset_ack = ((Seg(m.tcb.snd_nxt, m.tcb.rcv_nxt, RST | ACK),), State.CLOSED)
+    assert grid["rfc5961"] == [challenge] and grid["rfc793"] == [reset, reset_ack]
+    assert grid["rfc9293"] == grid["rfc1337"] == [challenge, reset, reset_ack]
 
 
 def test_an_exact_reset_ends_time_wait_except_under_rfc1337() -> None:  # TW-RST-01 (D2)

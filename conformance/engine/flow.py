@@ -193,8 +193,12 @@ class CaseFlow:
         return any(e.inbound and e.segment is not seg and e.raw == seg.raw for e in self.ctx.record.trace)
 
     def retransmits_earlier(self, seg: Segment) -> bool:
-        """Whether the segment resends one the target sent earlier in the case: the same flags (PSH, ECE and CWR
-        aside), SEQ and length; what a retransmission timer sends, whatever its options or ACK say now."""
+        """Whether the segment resends one the target sent earlier in the case: it occupies sequence space (a SYN,
+        a FIN or data: a bare ACK is never retransmitted, and two with one SEQ are two answers) and has the same
+        flags (PSH, ECE and CWR aside), SEQ and length; what a retransmission timer sends, whatever its options or
+        ACK say now."""
+        if seg.length == 0:
+            return False
         key = _retransmission_key(seg)
         return any(
             e.inbound and e.segment is not seg and _retransmission_key(e.segment) == key for e in self.ctx.record.trace

@@ -554,6 +554,11 @@ def _answer_steps(cell: Cell, found: list[Outcome]) -> list[dict]:
         if then:
             alt["then"] = then
         alternatives.append(alt)
+    labels: dict[str, int] = {}
+    for alt in alternatives:  # two answers of one rule that send the same flags: number them
+        labels[alt["label"]] = labels.get(alt["label"], 0) + 1
+        if labels[alt["label"]] > 1:
+            alt["label"] = f"{alt['label']}-{labels[alt['label']]}"
     if info:
         silent = [a for a in alternatives if "none" in a]
         expects = [a for a in alternatives if "none" not in a]

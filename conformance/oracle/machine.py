@@ -134,7 +134,8 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "syn.reset-793",
-            "an in-window SYN in a synchronized state resets the connection (RFC 793)",
+            "an in-window SYN in a synchronized state resets the connection (RFC 793 page 71 says only 'send a "
+            "reset': SEQ = SND.NXT, the number the peer's window test takes, with or without ACK)",
             ("rfc793:page71",),
         ),
         Rule(
@@ -507,9 +508,9 @@ def _synchronized(tcb: Tcb, seg: Seg) -> list[Answer]:
     if seg.flags & SYN:
         if tcb.state == State.SYN_RECEIVED and tcb.passive:
             return [Answer((), replace(Tcb(), state=State.LISTEN, passive=True), ("synrcvd.syn-passive",))]
-        reset = Seg(tcb.snd_nxt, 0, RST)
+        resets = (Seg(tcb.snd_nxt, 0, RST), Seg(tcb.snd_nxt, tcb.rcv_nxt, RST | ACK))
         answers = [Answer((_ack_of(tcb),), tcb, ("syn.challenge",), WITH_5961),
-                   Answer((reset,), Tcb(), ("syn.reset-793",), WITH_793)]  # fmt: skip
+                   *(Answer((r,), Tcb(), ("syn.reset-793",), WITH_793) for r in resets)]  # fmt: skip
         if tcb.state == State.TIME_WAIT and not seg.flags & ACK:
             answers.append(_time_wait_reopen(tcb, seg))
         return answers
