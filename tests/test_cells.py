@@ -84,7 +84,8 @@ def test_a_cell_says_what_each_profile_accepts() -> None:
     (step,) = [s for s in syn["steps"] if "expect_one_of" in s]
     conforms = {a["label"]: a.get("conforms") for a in step["expect_one_of"]}
     assert conforms == {"syn-challenge--a": ["rfc9293", "rfc5961", "rfc1337"],
-                        "syn-reset-793--r": ["rfc9293", "rfc793", "rfc1337"]}  # fmt: skip
+                        "syn-reset-793--r": ["rfc9293", "rfc793", "rfc1337"],
+                        "syn-reset-793--ra": ["rfc9293", "rfc793", "rfc1337"]}  # fmt: skip
     rst = by_id["CELL-EST-RST-BEYOND"].document
     silence = {"for": "200ms", "ignore_retransmissions": True,
                "reason": "the model sends nothing here (seq.unacceptable-rst)"}  # fmt: skip
