@@ -126,18 +126,21 @@ def test_the_cells_command_prints_the_size_and_checks_the_files(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("mutant", "killer"),
+    ("mutant", "killer", "file"),
     [
-        (("acceptability", "right-edge-inside"), "CELL-EST-RST-BEYOND"),  # Linux's off-by-one at the right edge
-        (("rst.exact", "stay"), "CELL-EST-RST-LEFT"),  # a reset at RCV.NXT that keeps the connection
-        (("syn.challenge", "seq+1"), "CELL-CW-SYN-LEFT"),  # a challenge ACK with the wrong SEQ
+        (("acceptability", "right-edge-inside"), "CELL-EST-RST-BEYOND", None),  # Linux's off-by-one at the right edge
+        (("rst.exact", "stay"), "CELL-EST-RST-LEFT", None),  # a reset at RCV.NXT that keeps the connection
+        (("syn.challenge", "seq+1"), "CELL-CW-SYN-LEFT", None),  # a challenge ACK with the wrong SEQ
+        # TIME-WAIT kept silently on an in-window RST (RFC 1337's answer) under rfc9293: the cells cannot see
+        # TIME-WAIT's state, the hand-written case probes it
+        (("rst.in-window-challenge", "unchosen"), "TW-RST-INWIN-01", "testcases/timewait/rst-in-window.yaml"),
     ],
 )
-def test_a_cell_fails_a_stack_that_breaks_its_rule(mutant: tuple[str, str], killer: str) -> None:
+def test_a_cell_fails_a_stack_that_breaks_its_rule(mutant: tuple[str, str], killer: str, file: str | None) -> None:
     from conformance.mutation import measure
     from conformance.oracle.mutants import Mutant
 
-    files = sorted((REPO / CELLS_DIR).rglob(f"{killer.lower()}.yaml"))
+    files = [REPO / file] if file else sorted((REPO / CELLS_DIR).rglob(f"{killer.lower()}.yaml"))
     assert files, killer
     (outcome,) = measure(jobs_from_paths(files, REPO), "reference", TARGETS, "rfc9293", REPO, [Mutant(*mutant)],
                          lambda _: None)  # fmt: skip
