@@ -498,7 +498,8 @@ def _synchronized(tcb: Tcb, seg: Seg) -> list[Answer]:
             kept = Answer((), tcb, ("rst.time-wait-1337",), frozenset({"rfc1337"}))
             if seg.seq == tcb.rcv_nxt:
                 return [Answer((), Tcb(), ("rst.exact",), NOT_1337), kept]
-            return [Answer((_ack_of(tcb),), tcb, ("rst.in-window-challenge",), frozenset({"rfc9293", "rfc5961"})),
+            # RFC 5961's challenge ACK keeps TIME-WAIT, which is all the rfc1337 profile asks of a reset there
+            return [Answer((_ack_of(tcb),), tcb, ("rst.in-window-challenge",), WITH_5961),
                     Answer((), Tcb(), ("rst.in-window-793",), frozenset({"rfc9293", "rfc793"})), kept]  # fmt: skip
         if seg.seq == tcb.rcv_nxt:
             return [Answer((), _closed_after_reset(tcb), ("rst.exact",))]
