@@ -68,6 +68,9 @@ def _cells(args: argparse.Namespace) -> int:
     from .oracle.cells import cells_by_state
 
     root = Path.cwd()
+    if not (root / "testcases").is_dir():
+        print(f"error: run this from the checkout (no testcases/ in {root})", file=sys.stderr)
+        return USAGE_ERROR
     if args.check:
         problems = stale(root)
         for problem in problems:
@@ -75,6 +78,7 @@ def _cells(args: argparse.Namespace) -> int:
         if problems:
             print(f"{CELLS_DIR} differs from the reference model: run python -m conformance cells --write")
             return 1
+        print(f"{CELLS_DIR} is in step with the reference model")
     if args.write:
         write(root)
     print(f"{'state':14} {'cells':>6} {'distinct':>9}")

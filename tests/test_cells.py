@@ -117,12 +117,16 @@ def test_write_replaces_stale_and_extra_files(tmp_path: Path) -> None:
 def test_the_cells_command_prints_the_size_and_checks_the_files(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "conformance", "cells", "--check"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert run.returncode == 1  # an empty directory: every file missing
+    assert run.returncode == 2 and "run this from the checkout" in run.stderr  # no testcases/ here
+    (tmp_path / "testcases").mkdir()
+    run = subprocess.run([sys.executable, "-m", "conformance", "cells", "--check"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 1  # every file missing
     assert "python -m conformance cells --write" in run.stdout
     run = subprocess.run([sys.executable, "-m", "conformance", "cells", "--check"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)  # fmt: skip
     assert run.returncode == 0, run.stdout
-    assert "all              1194" in run.stdout
+    assert "all              1194" in run.stdout and "in step with the reference model" in run.stdout
 
 
 @pytest.mark.parametrize(
@@ -146,3 +150,27 @@ def test_a_cell_fails_a_stack_that_breaks_its_rule(mutant: tuple[str, str], kill
                          lambda _: None)  # fmt: skip
     assert outcome.status == "killed", outcome
     assert any(killer in k for k in outcome.killers)
+
+
+def test_the_grid_draws_squares_in_window_order_marks_info_and_links_the_worse_family() -> None:
+    from conformance.report.cellgrid import cell_grid, grid_counts
+
+    def record(case_id: str, seq: str, family: str, verdict: str, level: str = "MUST") -> dict:
+        cell = {"state": "ESTABLISHED", "segment": "RST", "seq": seq, "ack": "-", "covers": [case_id]}
+        return {"id": case_id, "family": family, "verdict": verdict, "level": level, "cell": cell, "title": "t"}
+
+    cases = [
+        (record("CELL-EST-RST-BEYOND", "BEYOND", "ipv4", "PASS"), "#beyond-4"),
+        (record("CELL-EST-RST-BEYOND", "BEYOND", "ipv6", "FAIL"), "#beyond-6"),
+        (record("CELL-EST-RST-BELOW", "BELOW", "ipv4", "PASS"), "#below-4"),
+        (record("CELL-EST-RST-LEFT", "LEFT", "ipv4", "PASS", "INFO"), "#left-4"),
+        (record("HS-PASSIVE-01", "-", "ipv4", "PASS") | {"cell": None}, "#not-a-cell"),
+    ]
+    html = cell_grid(cases)
+    order = [html.index(f'aria-label="CELL-EST-RST-{name}"') for name in ("BELOW", "LEFT", "BEYOND")]
+    assert order == sorted(order)  # along the window, not by id
+    assert 'class="sq g-deviates" href="#beyond-6"' in html  # the failing family's evidence
+    assert 'class="sq g-info" href="#left-4"' in html
+    assert "not-a-cell" not in html
+    assert grid_counts([c for c, _ in cases]) == {"agrees": 1, "info": 1, "deviates": 1}
+    assert cell_grid([cases[-1]]) == ""

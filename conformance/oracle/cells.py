@@ -517,7 +517,7 @@ def _requirement(cell: Cell, found: list[Outcome], rules: list[str]) -> str:
     parts = [f"Generated from the reference model (conformance/oracle/cells.py) for the cell {cell.id}."]
     for outcome in found:
         said = "; ".join(RULES[r].text for r in outcome.rules)
-        what = _sent_words(outcome) + f", then {outcome.state.value}"
+        what = _sent_words(outcome) + f" and is left in {outcome.state.value}"
         only = "" if outcome.conforms == ALL else f" (conforms under {', '.join(sorted(outcome.conforms))})"
         parts.append(f"{what[0].upper()}{what[1:]}{only}: {said}.")
     return " ".join(parts)
@@ -525,8 +525,8 @@ def _requirement(cell: Cell, found: list[Outcome], rules: list[str]) -> str:
 
 def _sent_words(outcome: Outcome) -> str:
     if not outcome.sent:
-        return "nothing sent"
-    return "sends " + " then ".join(dict(s)["flags"] or "no flags" for s in outcome.sent)
+        return "the target sends nothing"
+    return "the target sends " + " then ".join(dict(s)["flags"] or "no flags" for s in outcome.sent)
 
 
 def _answer_steps(cell: Cell, found: list[Outcome]) -> list[dict]:

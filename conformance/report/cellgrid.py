@@ -21,6 +21,7 @@ from .page import escape as _e
 
 GRID_CLASSES = (
     ("agrees", "agrees with the model"),
+    ("info", "recorded (INFO: the RFCs leave it open)"),
     ("deviates", "deviates"),
     ("known", "deviates (reviewed known deviation)"),
     ("incomplete", "ERROR / INCONCLUSIVE"),
@@ -32,6 +33,7 @@ table.cellgrid th[scope="row"] { white-space: nowrap; }
 a.sq { display: inline-block; width: 11px; height: 11px; margin: 1px; border-radius: 2px; vertical-align: middle;
   -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 .g-agrees { background: var(--pass); }
+.g-info { background: var(--info); }
 .g-deviates { background: var(--fail); }
 .g-known { background: repeating-linear-gradient(135deg, var(--fail) 0 3px, #f5a3a9 3px 6px); }
 .g-incomplete { background: var(--incomplete); }
@@ -46,7 +48,18 @@ def grid_class(records: Sequence[Mapping[str, Any]]) -> str:
     verdict = worst_verdict(case_verdict(r) for r in records)
     if verdict == "FAIL":
         return "known" if all(r.get("known_deviation") for r in records if case_verdict(r) == "FAIL") else "deviates"
+    if verdict == "PASS" and any(str(r.get("level")) == "INFO" for r in records):
+        return "info"
     return {"PASS": "agrees", "NOT-RUN": "not-run"}.get(verdict, "incomplete")
+
+
+SEQ_ORDER = ("BELOW", "LEFT", "INSIDE", "RIGHT", "BEYOND", "ANY")  # along the window, as the squares are drawn
+ACK_ORDER = ("OLD", "UNA", "NXT", "FUTURE", "ANY", "-")
+
+
+def _place(cell: Mapping[str, Any]) -> tuple[int, int]:
+    seq, ack = str(cell.get("seq")), str(cell.get("ack"))
+    return (SEQ_ORDER.index(seq) if seq in SEQ_ORDER else 99, ACK_ORDER.index(ack) if ack in ACK_ORDER else 99)
 
 
 def _title(records: Sequence[Mapping[str, Any]]) -> str:
@@ -61,11 +74,16 @@ def _title(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _groups(cases: Sequence[tuple[Mapping[str, Any], str]]) -> dict[str, tuple[list[Mapping[str, Any]], str]]:
-    """Cell records by case id, each with the href of its first record."""
-    out: dict[str, tuple[list[Mapping[str, Any]], str]] = {}
+    """Cell records by case id, each with the href of its worst record (a FAIL in one family links there)."""
+    found: dict[str, list[tuple[Mapping[str, Any], str]]] = {}
     for case, href in cases:
         if isinstance(case.get("cell"), Mapping):
-            out.setdefault(str(case.get("id")), ([], href))[0].append(case)
+            found.setdefault(str(case.get("id")), []).append((case, href))
+    out = {}
+    for case_id, pairs in found.items():
+        worst = worst_verdict(case_verdict(c) for c, _ in pairs)
+        href = next(h for c, h in pairs if case_verdict(c) == worst)
+        out[case_id] = ([c for c, _ in pairs], href)
     return out
 
 
@@ -76,7 +94,7 @@ def cell_grid(cases: Sequence[tuple[Mapping[str, Any], str]]) -> str:
         return ""
     squares: dict[tuple[str, str], list[str]] = {}
     counts: Counter[str] = Counter()
-    for case_id, (records, href) in sorted(groups.items()):
+    for case_id, (records, href) in sorted(groups.items(), key=lambda g: _place(g[1][0][0]["cell"])):
         cell = records[0]["cell"]
         cls = grid_class(records)
         counts[cls] += 1
@@ -95,8 +113,14 @@ def cell_grid(cases: Sequence[tuple[Mapping[str, Any], str]]) -> str:
     legend = "".join(
         f'<li><a class="sq g-{cls}"></a> {_e(text)}: {counts.get(cls, 0)}</li>' for cls, text in GRID_CLASSES
     )
+    order = (
+        '<p class="muted">In each box the squares run along the window: SEQ at RCV.NXT - 1 (BELOW), RCV.NXT (LEFT), '
+        "the middle (INSIDE), RCV.NXT + RCV.WND - 1 (RIGHT), RCV.NXT + RCV.WND (BEYOND); for segments with ACK, "
+        "each of those by ACK: SND.UNA - 1 (OLD), SND.UNA (UNA), SND.NXT (NXT), SND.NXT + 1 (FUTURE). Merged cells "
+        "show once; hover a square for its cell id and what it stands for.</p>"
+    )
     return (
-        f'<ul class="gridlegend">{legend}</ul>'
+        f'<ul class="gridlegend">{legend}</ul>{order}'
         f'<table class="cellgrid"><thead><tr><th>state \\ segment</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
