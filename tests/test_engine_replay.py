@@ -835,3 +835,20 @@ def test_a_not_ect_segment_meets_the_expectation_and_both_families_are_read() ->
     assert parse_packet(bytes(v6)).ecn == 0b10  # type: ignore[union-attr]
     v4 = IP(src="198.18.0.1", dst="198.18.0.2", tos=0b00000011) / TCP(sport=80, dport=4000, flags="SA")
     assert parse_packet(bytes(v4)).ecn == 0b11  # type: ignore[union-attr]
+
+
+def test_an_expect_passes_over_a_retransmission_and_says_so_when_nothing_else_comes() -> None:
+    """A resend of an earlier segment is not the answer an expect waits for: the step goes on waiting, and when
+    nothing else comes the failure names the retransmission it passed over instead of calling it the answer."""
+    text = case_text(
+        "  - send: {flags: S, seq: l_isn}\n"
+        "  - expect: {flags: SA, ack: l_isn + 1}\n"
+        "  - send: {flags: A, seq: l_isn + 1, ack: t_isn + 1}\n"
+        "  - expect: {flags: A, timeout: 80ms}\n"
+    )
+    result, _ = run(text, _synack_again(5000))
+    assert result.verdict == Verdict.FAIL
+    assert result.failure is not None and result.failure.actual.startswith("(nothing); passed over: ")
+    assert "got nothing but the target's retransmission of " in result.reason
+    result, _ = run(text, _synack_again(7000))  # a new SYN-ACK is an answer, and the wrong one
+    assert result.verdict == Verdict.FAIL and result.reason.startswith("unexpected segment")

@@ -153,13 +153,19 @@ class LowerTester:
         spec: ExpectSpec = step.spec
         ctx, flow = self.ctx, self.flow
         started = time.monotonic()
-        seg = await flow.next(started + spec.timeout)
+        passed_over: list[Segment] = []  # the target's timer resending what it sent before: not an answer
+        while (seg := await flow.next(started + spec.timeout)) is not None:
+            if not mismatches(spec, seg, ctx.env) or not flow.retransmits_earlier(seg):
+                break
+            passed_over.append(seg)
+        flow.put_back(passed_over)  # later steps still see them, in order
         ctx.target_wait += time.monotonic() - started  # the target's reaction or its timer
         if seg is None:
             expected = describe(spec, ctx.env)
+            also = f" but the target's retransmission of {passed_over[0].summary()}" if passed_over else ""
             raise StepFailed(
-                f"expected {expected} within {spec.timeout * 1000:g} ms, got nothing", expected, "(nothing)",
-                absence=True,
+                f"expected {expected} within {spec.timeout * 1000:g} ms, got nothing{also}", expected,
+                "(nothing)" + (f"; passed over: {passed_over[0].summary()}" if passed_over else ""), absence=True,
             )  # fmt: skip
         found = mismatches(spec, seg, ctx.env)
         if found and flow.reorder_window():
