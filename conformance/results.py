@@ -14,6 +14,7 @@ import json
 import platform
 import socket
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,8 +226,18 @@ def document(cases: list[dict[str, Any]], header: Mapping[str, Any]) -> dict[str
 
 
 def write_document(doc: Mapping[str, Any], path: Path) -> None:
+    """The document indented, except each case: one line per case, written as it is encoded (JSON's fast encoder;
+    indenting the cases took four times as long, and the whole text held in memory was 40 MB for 1,400 cases)."""
+    placeholder = json.dumps(f"cases-{uuid.uuid4().hex}")
+    before, _, after = json.dumps({**doc, "cases": json.loads(placeholder)}, indent=1).partition(placeholder)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(before)
+        cases = doc.get("cases") or []
+        for i, case in enumerate(cases):
+            out.write(("[\n  " if i == 0 else ",\n  ") + json.dumps(case))
+        out.write("\n ]" if cases else "[]")
+        out.write(after)
     tmp.replace(path)
 
 

@@ -28,14 +28,21 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CaseCache:
     return made
 
 
+def _no_parse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("parsed again although the file was in the cache")
+
+
 def test_an_unchanged_file_comes_from_the_cache_and_a_changed_one_is_parsed_again(
-    tmp_path: Path, cache: CaseCache
+    tmp_path: Path, cache: CaseCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(CASE)
     first = load_case(path)
     assert cache.changed and len(cache.entries) == 1
-    assert load_case(path).meta is first.meta  # the very object: no parse
+    monkeypatch.setattr("conformance.model.loader.build_case", _no_parse)
+    assert load_case(path).meta == first.meta  # from the cache: no parse
+    monkeypatch.undo()
+    monkeypatch.setattr("conformance.model.loader._cache", lambda: cache)
     path.write_text(CASE.replace("a cached case", "an edited case"))
     assert load_case(path).meta.title == "an edited case"
 
@@ -87,3 +94,20 @@ def test_the_cache_is_bounded_and_keeps_what_this_process_loaded(
     later.save()
     kept = set(CaseCache(cache.path).entries)
     assert kept == {str(fresh.resolve()), str(paths[2].resolve()), str(paths[4].resolve())}
+
+
+def test_each_case_is_unpickled_only_when_asked_for_and_a_spoilt_entry_is_parsed_again(
+    tmp_path: Path, cache: CaseCache
+) -> None:
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"c{i}.yaml")
+        paths[-1].write_text(CASE.replace("CACHE-01", f"CACHE-0{i + 2}"))
+        load_case(paths[-1])
+    cache.save()
+    again = CaseCache(cache.path)
+    assert all(isinstance(pickled, bytes) for _, pickled in again.entries.values())  # nothing unpickled yet
+    file = str(paths[0].resolve())
+    again.entries[file] = (again.entries[file][0], b"spoilt")
+    assert again.get(paths[0], again.file_key(paths[0], paths[0].read_bytes())) is None  # a miss: parsed again
+    assert again.get(paths[1], again.file_key(paths[1], paths[1].read_bytes())).meta.id == "CACHE-03"

@@ -7,7 +7,9 @@ versions. Only cases that loaded without error are kept. Any trouble with the ca
 another version) means no cache: the case is parsed as if there were none. The cache is one file in the user's
 cache directory (``$XDG_CACHE_HOME/tcp-conformance``), written whole and atomically, and bounded: it keeps the
 files of the last ``MAX_ENTRIES`` loads (the files this process loaded always among them), so case files made
-in temporary directories, run once and left behind, cannot make every later start-up slower.
+in temporary directories, run once and left behind, cannot make every later start-up slower. Each case is kept
+pickled on its own and unpickled only when asked for: a start-up pays for the cases it loads, not for every
+case of every checkout in the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import pydantic
 
 MODEL_DIR = Path(__file__).resolve().parent
-FORMAT = 1
+FORMAT = 2  # 2: each entry's case pickled on its own
 MAX_ENTRIES = 2000  # the catalogue is ~200 files; room for several checkouts and a vendor's own cases
 
 
@@ -49,7 +51,7 @@ class CaseCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_file()
-        self.entries: dict[str, tuple[str, Any]] = {}  # file -> (its key, the parsed case), oldest load first
+        self.entries: dict[str, tuple[str, bytes]] = {}  # file -> (its key, the pickled case), oldest load first
         self.used: set[str] = set()  # the files this process loaded
         self.changed = False
         with contextlib.suppress(Exception):  # no cache, or one that cannot be read: start empty
@@ -67,13 +69,21 @@ class CaseCache:
         entry = self.entries.get(file)
         if entry is None or entry[0] != key:
             return None
+        try:
+            case = pickle.loads(entry[1])
+        except Exception:  # an entry that no longer unpickles is no entry
+            return None
         self.used.add(file)
-        return entry[1]
+        return case
 
     def put(self, path: Path, key: str, case: Any) -> None:
         file = str(path.resolve())
+        try:
+            pickled = pickle.dumps(case, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return
         self.entries.pop(file, None)
-        self.entries[file] = (key, case)  # the newest load goes last
+        self.entries[file] = (key, pickled)  # the newest load goes last
         self.used.add(file)
         self.changed = True
 

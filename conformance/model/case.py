@@ -20,7 +20,7 @@ from .values import Duration, Expression, Flags, Match
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 Family = Literal["ipv4", "ipv6"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pathlib
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,7 +23,7 @@ from ..vocabulary import CATEGORIES, LEVELS, VERDICTS
 from .cellgrid import GRID_CSS, cell_grid
 from .ladder import ladder_svg
 from .page import escape as _e
-from .page import render_page, write_page
+from .page import page_chunks, write_page
 
 DIRECTIONS = {"out": "tester \u2192 target", "in": "target \u2192 tester"}
 NO_LEVEL = "-"
@@ -773,13 +773,16 @@ def _case_details(case: Mapping[str, Any], anchor: str) -> str:
     )
 
 
-def _details(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> str:
+def _details(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]) -> Iterator[str]:
+    """The details section, a case at a time (the report's largest part by far)."""
     toolbar = (
         '<div class="toolbar" hidden><button type="button" id="expand-all">Expand all</button> '
         '<button type="button" id="collapse-all">Collapse all</button></div>'
     )
-    body = "".join(_case_details(c, a) for c, a in zip(cases, anchors, strict=True))
-    return f'<section id="case-details"><h2>6. Test case details</h2>{toolbar}{body}</section>'
+    yield f'<section id="case-details"><h2>6. Test case details</h2>{toolbar}'
+    for case, anchor in zip(cases, anchors, strict=True):
+        yield _case_details(case, anchor)
+    yield "</section>"
 
 
 # --------------------------------------------------------------------------- public API
@@ -800,6 +803,11 @@ def _state_event_grid(cases: Sequence[Mapping[str, Any]], anchors: Sequence[str]
 
 def render_html(results: dict) -> str:
     """Render a results.json document (as loaded by `json.load`) into one self-contained HTML page."""
+    return "".join(html_chunks(results))
+
+
+def html_chunks(results: dict) -> Iterator[str]:
+    """`render_html` in the order of the page, a piece at a time (`write_html` writes them as they come)."""
     cases = [_as_map(c) for c in _as_list(results.get("cases"))]
     anchors = case_anchors(cases)
     target = _as_map(results.get("target"))
@@ -819,14 +827,18 @@ def render_html(results: dict) -> str:
         _summary(results, cases, anchors),
         *_state_event_grid(cases, anchors),
         _case_table(cases, anchors),
-        _details(cases, anchors),
     ]
-    main = "<main>\n" + "\n".join(sections) + "\n</main>"
+
+    def body() -> Iterator[str]:
+        yield f"{header}\n<main>\n" + "\n".join(sections) + "\n"
+        yield from _details(cases, anchors)
+        yield "\n</main>"
+
     title = f"TCP conformance test report \u2014 {results.get('run_id', '')}"
     generator = f"tcp-conformance {results.get('suite_version', '')}"
-    return render_page(title, f"{header}\n{main}", css=_CSS + GRID_CSS, script=_JS, meta={"generator": generator})
+    return page_chunks(title, body(), css=_CSS + GRID_CSS, script=_JS, meta={"generator": generator})
 
 
 def write_html(results: dict, path: pathlib.Path) -> None:
-    """Write the report atomically, so a reader never sees a half-written page."""
-    write_page(pathlib.Path(path), render_html(results))
+    """Write the report atomically, so a reader never sees a half-written page; written as it is rendered."""
+    write_page(pathlib.Path(path), html_chunks(results))

@@ -49,9 +49,15 @@ def _clean(value: Any) -> str:
     return _INVALID_XML.sub("\ufffd", "" if value is None else str(value))
 
 
+_NEEDS_ESCAPING = re.compile('[&<>"\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
+
+
 def _esc(value: Any) -> str:
     """Escape for element text and double-quoted attributes alike."""
-    text = _clean(value)
+    text = "" if value is None else str(value)
+    if _NEEDS_ESCAPING.search(text) is None:  # most text: one scan, nothing to replace
+        return text
+    text = _clean(text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
@@ -221,8 +227,21 @@ def events(case: Mapping[str, Any]) -> list[Event]:
 # --------------------------------------------------------------------------- drawing
 
 
+_ATTRIBUTE_NAMES: dict[str, str] = {}  # keyword -> SVG attribute name (class_ -> class, font_size -> font-size)
+
+
 def _attrs(**attrs: Any) -> str:
-    return "".join(f' {k.rstrip("_").replace("_", "-")}="{_esc(v)}"' for k, v in attrs.items() if v is not None)
+    parts = []
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        name = _ATTRIBUTE_NAMES.get(key)
+        if name is None:
+            name = _ATTRIBUTE_NAMES[key] = key.rstrip("_").replace("_", "-")
+        # numbers (most attributes) need no escaping
+        text = str(value) if type(value) in (int, float) else _esc(value)
+        parts.append(f' {name}="{text}"')
+    return "".join(parts)
 
 
 def _text(x: float, y: float, body: str, **attrs: Any) -> str:
