@@ -1,4 +1,7 @@
-"""One target instance per worker, of the kind its targets.yaml entry names."""
+"""One target instance per worker, of the kind its targets.yaml entry names.
+
+The reference target (the model of conformance/oracle/) is imported only when a run uses it: a run against any
+other target does not pay for loading the model at start-up."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from .config import TargetConfig
 from .launched import LaunchedTarget
 from .local import LocalTarget
 from .ports import PortAllocator
-from .reference import ReferenceTarget
 from .remote import RemoteTarget
 from .session import Session
 
@@ -37,5 +39,7 @@ def make_target(entry: TargetConfig, worker: str, log_dir: Path | None, root: Pa
     if entry.kind == "launched":
         return LaunchedTarget(entry, worker, log_dir, root)
     if entry.kind == "reference":
+        from .reference import ReferenceTarget
+
         return ReferenceTarget(entry, worker)
     return LocalTarget(entry, worker, log_dir)
