@@ -37,13 +37,26 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def relative_to_root(file: Path, rootdir: Path) -> Path:
+    """The case file as recorded: relative to the run's root when it lies under it (symbolic links resolved),
+    else as it is. A file already written under the root with no ``..`` is taken as it is: resolving both paths
+    cost a dozen system calls per case."""
+    if file.is_absolute() and rootdir.is_absolute() and ".." not in file.parts and file.is_relative_to(rootdir):
+        return file.relative_to(rootdir)
+    try:
+        return file.resolve().relative_to(_resolved(rootdir))
+    except ValueError:
+        return file
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved(path: Path) -> Path:
+    return path.resolve()
+
+
 @functools.lru_cache(maxsize=4096)
 def _relative_file(file: Path, rootdir: Path) -> str:
-    """The case file as recorded: relative to the run's root when it lies under it (resolved once per file)."""
-    try:
-        return str(file.resolve().relative_to(rootdir.resolve()))
-    except ValueError:
-        return str(file)
+    return str(relative_to_root(file, rootdir))
 
 
 def _requirements(case: Case) -> list[str]:

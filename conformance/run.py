@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import gc
 import shlex
 import sys
@@ -41,7 +40,7 @@ from .engine.scheduler import Scheduler
 from .engine.steps import CaseRun
 from .grading.judge import Judgement, another_attempt, judge_attempt, judge_case
 from .model.loader import Case, CaseFormatError, load_case
-from .results import RunWriter, case_identity, case_record, finalize, iso
+from .results import RunWriter, case_identity, case_record, finalize, iso, relative_to_root
 from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
 from .targets.factory import Target, make_target
 from .targets.netns import NetnsError
@@ -142,23 +141,8 @@ def long_lived():  # type: ignore[no-untyped-def]
 
 
 def jobs_of_case(case: Case, rootdir: Path, families: Sequence[str] | None = None) -> list[Job]:
-    rel = _relative(case.file, rootdir)
+    rel = relative_to_root(case.file, rootdir)
     return [Job(case, f, f"{rel}::{case.id}[{f}]") for f in case.meta.families if families is None or f in families]
-
-
-def _relative(file: Path, rootdir: Path) -> Path:
-    """``file`` relative to ``rootdir`` (symbolic links resolved), else as it is."""
-    if file.is_absolute() and rootdir.is_absolute() and file.is_relative_to(rootdir) and ".." not in file.parts:
-        return file.relative_to(rootdir)  # no links to resolve on the way: one resolve per case cost ~0.1 ms
-    try:
-        return file.resolve().relative_to(_resolved(rootdir))
-    except ValueError:
-        return file
-
-
-@functools.lru_cache(maxsize=8)
-def _resolved(path: Path) -> Path:
-    return path.resolve()
 
 
 def estimated_duration(case: Case) -> float:

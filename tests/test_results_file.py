@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conformance.report.page import page_chunks, render_page, write_page
-from conformance.results import write_document
+from conformance.results import relative_to_root, write_document
 from conformance.run import long_lived
 
 
@@ -63,3 +64,19 @@ def test_objects_made_to_live_for_the_run_are_frozen_and_the_collector_is_restor
         assert gc.get_freeze_count() >= frozen_before + len(kept)
     finally:
         gc.unfreeze()
+
+
+def test_a_case_file_is_recorded_relative_to_the_root_links_resolved_only_when_needed(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "testcases").mkdir(parents=True)
+    case = root / "testcases" / "c.yaml"
+    case.write_text("")
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("")
+    (root / "linked.yaml").symlink_to(elsewhere)
+    assert relative_to_root(case, root) == Path("testcases/c.yaml")
+    assert relative_to_root(root / "testcases" / ".." / "testcases" / "c.yaml", root) == Path("testcases/c.yaml")
+    assert relative_to_root(elsewhere, root) == elsewhere  # outside the root: as it is
+    assert relative_to_root(root / "linked.yaml", root) == Path("linked.yaml")  # named under the root: so recorded
+    # a relative path is resolved against the working directory, as before
+    assert relative_to_root(Path(os.path.relpath(case)), root) == Path("testcases/c.yaml")
