@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--impair", default=None, metavar="NETEM")
     run.add_argument("--family", choices=("ipv4", "ipv6"), action="append", help="only this family (repeatable)")
     run.add_argument("-q", "--quiet", action="store_true", help="only the summary")
+    add_gate_arguments(run)
     mutate = sub.add_parser("mutate", help="run the catalogue against mutants of the reference model: what it kills")
     mutate.add_argument("paths", nargs="*", type=Path, default=[Path("testcases")], help="case files or directories")
     mutate.add_argument("--target", default="reference", help="a reference target from targets.yaml")
@@ -174,11 +175,21 @@ def _regrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The coverage gate a CI can use (also pytest's options of the same names)."""
+    parser.add_argument("--min-coverage", type=float, default=None, metavar="PCT",
+                        help="exit 1 unless at least PCT%% of the in-scope MUST requirements were decided")  # fmt: skip
+    parser.add_argument("--fail-on-not-run", action="store_true",
+                        help="exit 1 when any in-scope requirement or case was not run or left undecided")  # fmt: skip
+
+
 def _run(args: argparse.Namespace) -> int:
-    """The suite without pytest: exit 0 when nothing FAILed or broke (waived known deviations aside), else 1."""
+    """The suite without pytest: exit 0 when nothing FAILed or broke (waived known deviations aside) and the
+    coverage gate, if asked for, is met; else 1."""
     import os
     import shlex
 
+    from .grading.grade import coverage_gate
     from .run import CaseResult, RunOptions, SuiteRun, jobs_from_paths
     from .targets.config import TargetConfigError
     from .targets.netns import NetnsError, check_prerequisites
@@ -209,12 +220,16 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         suite.stop()
         doc = suite.finish()
+    gate = None
     if doc is not None:
         print(doc["grade"]["statement"])
         print("  ".join(f"{k}: {v}" for k, v in doc["summary"].items()))
         print(f"report: {suite.run_dir / 'index.html'}  results: {suite.run_dir / 'results.json'}")
+        gate = coverage_gate(doc["grade"], args.min_coverage, args.fail_on_not_run)
+        if gate:
+            print(gate)
     bad = [r for r in results if (r.verdict in ("FAIL", "ERROR") and r.waiver != "waived") or r.waiver == "stale"]
-    return 1 if bad else 0
+    return 1 if bad or gate else 0
 
 
 def _mutate(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from .grading.grade import coverage_gate
 from .grading.judge import STALE, UNDECIDED, WAIVED
 from .model.loader import Case, CaseFormatError, load_case
 from .model.tags import load_tags
@@ -70,6 +71,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--impair", default=None, metavar="NETEM",
                     help="impair the link, netem words: 'loss 1%%', 'delay 5ms 2ms', 'duplicate 0.5%%', "
                          "'reorder 25%% delay 5ms' (overrides the target's impair:)")  # fmt: skip
+    # --- the coverage gate (docs/grading.md#the-coverage-gate) ---
+    group.addoption("--min-coverage", type=float, default=None, metavar="PCT",
+                    help="fail unless PCT%% of the in-scope MUST requirements were decided")  # fmt: skip
+    group.addoption("--fail-on-not-run", action="store_true", default=False,
+                    help="fail when any in-scope requirement or case was not run or left undecided")  # fmt: skip
     group.addoption(
         "--attempts",
         type=int,
@@ -102,6 +108,7 @@ class RunState:
         self.case_ids: dict[str, Path] = {}  # case id -> file, to refuse duplicates
         self.announcements: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.document: dict[str, Any] | None = None  # results.json of the finished run, once written
+        self.gate: str | None = None  # why the run fails the coverage gate (--min-coverage, --fail-on-not-run)
 
     def run(self) -> SuiteRun:
         """The run of this process (its target is started on first use)."""
@@ -170,6 +177,8 @@ def _check_options(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--impair: {exc}") from None
     if config.option.attempts is not None and not 1 <= config.option.attempts <= 20:
         raise pytest.UsageError(f"--attempts: expected 1..20, got {config.option.attempts}")
+    if config.option.min_coverage is not None and not 0 <= config.option.min_coverage <= 100:
+        raise pytest.UsageError(f"--min-coverage: expected a percentage 0..100, got {config.option.min_coverage:g}")
     if config.option.concurrency is not None and not 1 <= config.option.concurrency <= 1024:
         raise pytest.UsageError(f"--concurrency: expected 1..1024, got {config.option.concurrency}")
 
@@ -454,6 +463,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.document = suite.finish()
         if state.document is None:
             return
+    opt = session.config.option
+    state.gate = coverage_gate(state.document["grade"], opt.min_coverage, opt.fail_on_not_run)
+    if state.gate and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     latest = suite.run_dir.parent / "latest"
     if suite.run_dir.parent.name == "reports":
         try:
@@ -489,7 +502,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if doc is not None:
         graded = doc.get("grade") or {}
         if graded.get("statement"):
-            tr.write_line(graded["statement"], bold=True, red=not graded.get("conformant", True))
+            failed, complete = not graded.get("conformant", True), bool(graded.get("complete"))
+            word = "NOT CONFORMANT" if failed else "CONFORMANT" if complete else "INCOMPLETE"
+            tr.write_line(f"{word}: {graded['statement']}", bold=True, red=failed, yellow=not failed and not complete,
+                          green=not failed and complete)  # fmt: skip
             cats = graded.get("categories", {})
             tr.write_line("  ".join(f"{k}: {v}" for k, v in cats.items()))
     tr.write_line("  ".join(f"{k}: {v}" for k, v in counts.items()))
@@ -509,3 +525,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             known = " (known deviation)" if case.get("known_deviation") else ""
             tr.write_line(f"{case['verdict']}{known} {case['id']} [{case['family']}]: {case['reason']}")
     tr.write_line(f"report: {run_dir / 'index.html'}  results: {run_dir / 'results.json'}")
+    if state.gate:
+        tr.write_line(state.gate, bold=True, red=True)

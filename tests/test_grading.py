@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conformance.grading.grade import area, grade, worst_verdict
+from conformance.grading.grade import area, coverage_gate, grade, worst_verdict
 from conformance.grading.registry import registered_summaries
 
 
@@ -181,80 +181,109 @@ def test_level_counts() -> None:
 # --------------------------------------------------------------------------- flags and statement
 
 
+# A scope of two numbered requirements (the registry's in-scope list has dozens): the denominator of a statement.
+SCOPE = {"rfc9293:MUST-10": "MUST", "rfc9293:SHLD-5": "SHOULD"}
+
+
 def test_all_pass_is_conformant_and_complete() -> None:
-    g = grade(doc(*both("HS-SIMOPEN-01", requirements=["rfc9293:MUST-10"]), *both("HS-PASSIVE-01")))
+    cases = [*both("HS-SIMOPEN-01", requirements=["rfc9293:MUST-10"]), *both("HS-PASSIVE-01")]
+    cases.append(case("S-1", level="SHOULD", requirements=["rfc9293:SHLD-5"]))
+    g = grade(doc(*cases), SCOPE)
     assert (g["conformant"], g["complete"]) == (True, True)
     assert g["profile"] == "rfc9293"
     assert g["statement"] == (
-        "RFC 9293 connection management (profile rfc9293): 2/2 MUST, 0/0 SHOULD, 0/0 MAY; conformant"
+        "RFC 9293 connection management (profile rfc9293): conformant on all 1 in-scope MUST requirements; "
+        "in scope: MUST 1/1 passed, SHOULD 1/1 passed"
     )
+    assert g["coverage"] == 1.0
 
 
 def test_a_must_fail_is_not_conformant_and_named() -> None:
     cases = [c for n in range(10) for c in both(f"C-{n:02}")]
     cases += both("HS-PASSIVE-01")
     cases += both("HS-SIMOPEN-01", "PASS", "FAIL", requirements=["rfc9293:MUST-10"])
-    g = grade(doc(*cases))
+    g = grade(doc(*cases), {"rfc9293:MUST-10": "MUST"})
     assert (g["conformant"], g["complete"]) == (False, True)
     assert g["statement"] == (
-        "RFC 9293 connection management (profile rfc9293): 11/12 MUST, 0/0 SHOULD, 0/0 MAY; "
-        "not conformant: rfc9293:MUST-10"
+        "RFC 9293 connection management (profile rfc9293): not conformant: rfc9293:MUST-10; "
+        "in scope: MUST 0/1 passed, 1 failed"
     )
     assert g["failed"] == ["rfc9293:MUST-10"]
 
 
 def test_a_should_fail_is_non_strict_and_still_conformant() -> None:
-    g = grade(doc(case("M-1"), case("S-1", "FAIL", level="SHOULD", requirements=["rfc9293:SHLD-5"])))
+    g = grade(doc(case("M-1"), case("S-1", "FAIL", level="SHOULD", requirements=["rfc9293:SHLD-5"])), {})
     assert (g["conformant"], g["complete"]) == (True, True)
     assert g["categories"]["non-strict"] == 1
-    assert g["statement"].endswith("1/1 MUST, 0/1 SHOULD, 0/0 MAY; conformant; SHOULD/MAY not met: rfc9293:SHLD-5")
+    assert g["statement"].endswith("(profile rfc9293): conformant; SHOULD/MAY not met: rfc9293:SHLD-5")
 
 
 @pytest.mark.parametrize("verdict", ["ERROR", "INCONCLUSIVE"])
 @pytest.mark.parametrize("level", ["MUST", "SHOULD"])
 def test_an_undecided_must_or_should_case_makes_the_run_incomplete(level: str, verdict: str) -> None:
-    g = grade(doc(case("M-1"), case("U-1", verdict, level=level), case("U-2", verdict, level=level)))
+    g = grade(doc(case("M-1"), case("U-1", verdict, level=level), case("U-2", verdict, level=level)), {})
     assert (g["conformant"], g["complete"]) == (True, False)
     assert g["undecided"] == ["U-1", "U-2"]
-    assert g["statement"].endswith("; conformant so far (incomplete: 2 requirements undecided)")
+    assert g["statement"].endswith(": incomplete: conformant so far; 2 requirements undecided")
 
 
 @pytest.mark.parametrize("level", ["MAY", "INFO"])
 def test_an_undecided_may_or_info_case_leaves_the_run_complete(level: str) -> None:
-    g = grade(doc(case("M-1"), case("U-1", "ERROR", level=level)))
+    g = grade(doc(case("M-1"), case("U-1", "ERROR", level=level)), {})
     assert g["complete"] is True
-    assert g["statement"].endswith("; conformant")
+    assert g["statement"].endswith(": conformant")
 
 
-def test_not_run_is_listed_but_not_incomplete() -> None:
-    g = grade(doc(case("M-1"), *both("RST-CLOSED-01", "NOT-RUN", "NOT-RUN")))
-    assert (g["conformant"], g["complete"]) == (True, True)
+def test_a_case_not_run_makes_the_run_incomplete_and_is_named() -> None:
+    g = grade(doc(case("M-1"), *both("RST-CLOSED-01", "NOT-RUN", "NOT-RUN")), {})
+    assert (g["conformant"], g["complete"]) == (True, False)
     assert g["not_run"] == ["RST-CLOSED-01"]
     assert g["categories"]["incomplete"] == 2
     assert g["statement"] == (
-        "RFC 9293 connection management (profile rfc9293): 1/2 MUST, 0/0 SHOULD, 0/0 MAY; conformant; "
-        "not run: RST-CLOSED-01"
+        "RFC 9293 connection management (profile rfc9293): incomplete: conformant so far; not run: RST-CLOSED-01"
     )
 
 
+def test_a_run_of_a_fraction_of_the_in_scope_requirements_is_never_called_conformant() -> None:
+    """An agentless run: two in-scope MUST requirements passed, two were NOT-RUN (no upper tester) and one was
+    not selected at all. Nothing failed, and the statement still says how little was decided."""
+    scope = {f"rfc9293:MUST-{n}": "MUST" for n in range(1, 6)} | {"rfc9293:SHLD-1": "SHOULD"}
+    cases = [*both("A-1", requirements=["rfc9293:MUST-1"]), *both("A-2", requirements=["rfc9293:MUST-2"])]
+    cases += [*both("B-1", "NOT-RUN", "NOT-RUN", requirements=["rfc9293:MUST-3", "rfc9293:MUST-4"])]
+    g = grade(doc(*cases), scope)
+    assert (g["conformant"], g["complete"]) == (True, False)
+    assert g["statement"] == (
+        "RFC 9293 connection management (profile rfc9293): incomplete: conformant on 2 of 5 in-scope MUST "
+        "requirements; in scope: MUST 2/5 passed, 3 not run, SHOULD 0/1 passed, 1 not run; "
+        "not run: rfc9293:MUST-3, rfc9293:MUST-4"
+    )
+    assert g["scope"]["MUST"] == {"in_scope": 5, "passed": 2, "failed": 0, "undecided": 0, "not_run": 3,
+                                  "not_run_ids": ["rfc9293:MUST-3", "rfc9293:MUST-4", "rfc9293:MUST-5"]}  # fmt: skip
+    assert g["coverage"] == 0.4
+
+
+def test_the_registry_gives_the_scope_by_default() -> None:
+    g = grade(doc(*both("HS-SIMOPEN-01", requirements=["rfc9293:MUST-10"])))
+    in_scope = g["scope"]["MUST"]["in_scope"]
+    assert in_scope > 10 and g["scope"]["MUST"]["passed"] == 1 and g["complete"] is False
+    assert f"conformant on 1 of {in_scope} in-scope MUST requirements" in g["statement"]
+
+
 def test_fail_and_undecided_together() -> None:
-    g = grade(doc(case("M-1", "FAIL"), case("M-2", "INCONCLUSIVE"), profile="rfc793"))
+    g = grade(doc(case("M-1", "FAIL"), case("M-2", "INCONCLUSIVE"), profile="rfc793"), {})
     assert (g["conformant"], g["complete"]) == (False, False)
     assert g["statement"] == (
-        "RFC 9293 connection management (profile rfc793): 0/2 MUST, 0/0 SHOULD, 0/0 MAY; "
-        "not conformant: M-1; incomplete: 1 requirement undecided"
+        "RFC 9293 connection management (profile rfc793): not conformant: M-1; 1 requirement undecided"
     )
 
 
 def test_an_empty_run() -> None:
     g = grade(doc())
-    assert (g["conformant"], g["complete"]) == (True, True)
+    assert (g["conformant"], g["complete"]) == (True, False)
     assert g["requirements"] == []
     assert g["categories"] == {"pass": 0, "non-strict": 0, "fail": 0, "info": 0, "incomplete": 0}
     assert all(counts == {"pass": 0, "fail": 0, "other": 0, "total": 0} for counts in g["levels"].values())
-    assert g["statement"] == (
-        "RFC 9293 connection management (profile rfc9293): 0/0 MUST, 0/0 SHOULD, 0/0 MAY; nothing tested"
-    )
+    assert g["statement"] == "RFC 9293 connection management (profile rfc9293): nothing tested"
 
 
 def test_output_schema_keys() -> None:
@@ -284,9 +313,9 @@ def test_area_is_named_from_the_cited_rfcs(rfcs: list[str], name: str) -> None:
 
 
 def test_area_of_a_run_citing_only_a_companion_rfc() -> None:
-    g = grade(doc(case("OPT-WS-01", refs=["rfc7323:2.2", "RFC7323:2.3", "ietf:draft-x"])))
+    g = grade(doc(case("OPT-WS-01", refs=["rfc7323:2.2", "RFC7323:2.3", "ietf:draft-x"])), {})
     assert g["rfcs"] == ["7323"]
-    assert g["statement"].startswith("RFC 7323 window scale and timestamps (profile rfc9293): 1/1 MUST")
+    assert g["statement"] == "RFC 7323 window scale and timestamps (profile rfc9293): conformant"
 
 
 def test_unknown_levels_and_verdicts_are_graded_strictly() -> None:
@@ -301,3 +330,31 @@ def test_grade_does_not_modify_its_input() -> None:
     before = copy.deepcopy(d)
     grade(d)
     assert d == before
+
+
+# --------------------------------------------------------------------------- the coverage gate
+
+
+def test_the_coverage_gate_counts_decided_in_scope_must_requirements() -> None:
+    scope = {f"rfc9293:MUST-{n}": "MUST" for n in range(1, 5)}
+    cases = [*both("A-1", requirements=["rfc9293:MUST-1"]), *both("A-2", "FAIL", requirements=["rfc9293:MUST-2"])]
+    g = grade(doc(*cases), scope)  # 2 of 4 decided (one passed, one failed): 50%
+    assert coverage_gate(g, 50, False) is None
+    assert coverage_gate(g, 50.1, False) == (
+        "coverage gate: 2 of 4 in-scope MUST requirements decided (50%), below --min-coverage 50.1%"
+    )
+    assert coverage_gate(g, None, False) is None
+
+
+def test_fail_on_not_run_refuses_any_gap_in_scope_or_in_the_run() -> None:
+    scope = {"rfc9293:MUST-1": "MUST"}
+    complete = grade(doc(*both("A-1", requirements=["rfc9293:MUST-1"])), scope)
+    assert complete["complete"] and coverage_gate(complete, 100, True) is None
+    with_gap = grade(doc(*both("A-1", requirements=["rfc9293:MUST-1"]), case("B-1", "NOT-RUN")), scope)
+    assert coverage_gate(with_gap, 100, False) is None  # every in-scope MUST decided
+    assert coverage_gate(with_gap, None, True) == (
+        "coverage gate (--fail-on-not-run): 0 in-scope requirements not run, 0 undecided, 1 requirements of this "
+        "run not run"
+    )
+    undecided = grade(doc(*both("A-1", "INCONCLUSIVE", requirements=["rfc9293:MUST-1"])), scope)
+    assert "0 in-scope requirements not run, 1 undecided" in str(coverage_gate(undecided, None, True))

@@ -24,7 +24,7 @@ from ..vocabulary import (
     VERDICTS,
     rfc_number,
 )
-from .registry import registered_levels, registered_summaries, rfc_topic
+from .registry import in_scope_requirements, registered_levels, registered_summaries, rfc_topic
 
 DEFAULT_AREA = "RFC 9293 connection management"
 CORE_RFCS = frozenset({"793", "9293"})
@@ -173,39 +173,84 @@ def area(rfcs: Sequence[str]) -> str:
     return "RFC " + ", ".join(companions)
 
 
+SCOPE_LEVELS = ("MUST", "SHOULD", "MAY")
+
+
+def scope(requirements: Sequence[Mapping[str, Any]], in_scope: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Per level, what the run decided of the requirements the suite claims to test (the registry's in-scope
+    numbered requirements): ``passed`` and ``failed`` (decided), ``undecided`` (ERROR or INCONCLUSIVE), and
+    ``not_run`` (no case of it ran: NOT-RUN, or not selected), with the ids not run."""
+    verdicts = {str(r["id"]): str(r["verdict"]) for r in requirements}
+    out: dict[str, dict[str, Any]] = {}
+    for level in SCOPE_LEVELS:
+        ids = [rid for rid, lvl in in_scope.items() if lvl == level]
+        seen = [verdicts.get(rid, "NOT-RUN") for rid in ids]
+        out[level] = {
+            "in_scope": len(ids),
+            "passed": seen.count("PASS"),
+            "failed": seen.count("FAIL"),
+            "undecided": sum(v in UNDECIDED_VERDICTS for v in seen),
+            "not_run": seen.count("NOT-RUN"),
+            "not_run_ids": [rid for rid, v in zip(ids, seen, strict=True) if v == "NOT-RUN"],
+        }
+    return out
+
+
+def coverage(levels: Mapping[str, Mapping[str, Any]], level: str = "MUST") -> float:
+    """The share of a level's in-scope requirements the run decided (passed or failed), 0..1 (1 when none)."""
+    counts = levels[level]
+    return (counts["passed"] + counts["failed"]) / counts["in_scope"] if counts["in_scope"] else 1.0
+
+
 def statement(
     area_name: str,
     profile: str,
-    levels: Mapping[str, Mapping[str, int]],
     requirements: Sequence[Mapping[str, Any]],
     undecided: int,
+    in_scope: Mapping[str, Mapping[str, Any]],
 ) -> str:
-    """One line: the area, the pass counts per level and the verdict, naming what failed or was not run."""
-    counts = ", ".join(f"{levels[lvl]['pass']}/{levels[lvl]['total']} {lvl}" for lvl in ("MUST", "SHOULD", "MAY"))
-    head = f"{area_name} (profile {profile}): {counts}"
+    """One line: the verdict first, then how much of the in-scope requirements the run decided at each level,
+    then what failed, was undecided or was not run. It never calls a stack conformant on a fraction of the
+    requirements: a run that left any in-scope requirement undecided or not run says ``incomplete``."""
+    head = f"{area_name} (profile {profile})"
     if not requirements:
-        return f"{head}; nothing tested"
+        return f"{head}: nothing tested"
     failed = [r["id"] for r in requirements if r["category"] == "fail"]
     non_strict = [r["id"] for r in requirements if r["category"] == "non-strict"]
     not_run = [r["id"] for r in requirements if r["verdict"] == "NOT-RUN"]
-    undecided_text = f"{undecided} requirement{'s' if undecided != 1 else ''} undecided"
+    must = in_scope["MUST"]
+    gaps = undecided or not_run or any(in_scope[lvl]["not_run"] or in_scope[lvl]["undecided"] for lvl in SCOPE_LEVELS)
     if failed:
-        parts = [f"not conformant: {', '.join(failed)}"]
-        if undecided:
-            parts.append(f"incomplete: {undecided_text}")
-    elif undecided:
-        parts = [f"conformant so far (incomplete: {undecided_text})"]
+        verdict = f"not conformant: {', '.join(failed)}"
+    elif gaps:
+        verdict = "incomplete: conformant " + (
+            f"on {must['passed']} of {must['in_scope']} in-scope MUST requirements" if must["in_scope"] else "so far"
+        )
     else:
-        parts = ["conformant"]
+        verdict = f"conformant on all {must['in_scope']} in-scope MUST requirements" if must["in_scope"] else ""
+        verdict = verdict or "conformant"
+    per_level = []
+    for level in SCOPE_LEVELS:
+        counts = in_scope[level]
+        if not counts["in_scope"]:
+            continue
+        text = f"{level} {counts['passed']}/{counts['in_scope']} passed"
+        for key, word in (("failed", "failed"), ("undecided", "undecided"), ("not_run", "not run")):
+            text += f", {counts[key]} {word}" if counts[key] else ""
+        per_level.append(text)
+    parts = [verdict] + (["in scope: " + ", ".join(per_level)] if per_level else [])
+    if undecided:
+        parts.append(f"{undecided} requirement{'s' if undecided != 1 else ''} undecided")
     if non_strict:
         parts.append(f"SHOULD/MAY not met: {', '.join(non_strict)}")
     if not_run:
         parts.append(f"not run: {', '.join(not_run)}")
-    return f"{head}; " + "; ".join(parts)
+    return f"{head}: " + "; ".join(parts)
 
 
-def grade(doc: dict) -> dict:
-    """Grade a results.json document (schema ``tcp-conformance/results/1``); see docs/grading.md."""
+def grade(doc: dict, in_scope_ids: Mapping[str, str] | None = None) -> dict:
+    """Grade a results.json document (schema ``tcp-conformance/results/1``); see docs/grading.md. The in-scope
+    requirements (id -> level) are the registry's unless given."""
     cases = _cases(doc)
     groups = _group(cases)
     requirements = [g.as_json() for g in groups]
@@ -214,11 +259,17 @@ def grade(doc: dict) -> dict:
     profile = str(doc.get("profile") or "?")
     rfcs = cited_rfcs(cases)
     area_name = area(rfcs)
+    in_scope = scope(requirements, in_scope_requirements() if in_scope_ids is None else in_scope_ids)
+    not_run = [r["id"] for r in requirements if r["verdict"] == "NOT-RUN"]
+    complete = bool(requirements) and not undecided and not not_run
+    complete = complete and not any(in_scope[lvl]["not_run"] or in_scope[lvl]["undecided"] for lvl in SCOPE_LEVELS)
     return {
         "profile": profile,
-        "statement": statement(area_name, profile, levels, requirements, len(undecided)),
+        "statement": statement(area_name, profile, requirements, len(undecided), in_scope),
         "conformant": not any(r["category"] == "fail" for r in requirements),
-        "complete": not undecided,
+        "complete": complete,
+        "scope": in_scope,
+        "coverage": round(coverage(in_scope), 4),
         "levels": levels,
         "categories": _category_counts(cases),
         "requirements": requirements,
@@ -227,5 +278,27 @@ def grade(doc: dict) -> dict:
         "failed": [r["id"] for r in requirements if r["category"] == "fail"],
         "non_strict": [r["id"] for r in requirements if r["category"] == "non-strict"],
         "undecided": undecided,
-        "not_run": [r["id"] for r in requirements if r["verdict"] == "NOT-RUN"],
+        "not_run": not_run,
     }
+
+
+def coverage_gate(graded: Mapping[str, Any], min_coverage: float | None, fail_on_not_run: bool) -> str | None:
+    """Whether a graded run is enough for a CI: None when it is, else one line saying why not. ``min_coverage``
+    is the least percentage of the in-scope MUST requirements the run must decide (pass or fail);
+    ``fail_on_not_run`` refuses any in-scope requirement left undecided or not run, and any case not run."""
+    levels = graded.get("scope") or {}
+    must = levels.get("MUST") or {"in_scope": 0, "passed": 0, "failed": 0}
+    decided = must["passed"] + must["failed"]
+    share = 100.0 * (decided / must["in_scope"] if must["in_scope"] else 1.0)
+    if min_coverage is not None and share < min_coverage:
+        return (f"coverage gate: {decided} of {must['in_scope']} in-scope MUST requirements decided ({share:.0f}%), "
+                f"below --min-coverage {min_coverage:g}%")  # fmt: skip
+    if fail_on_not_run:
+        gaps = {lvl: (c.get("not_run", 0), c.get("undecided", 0)) for lvl, c in levels.items()}
+        missing = sum(n for n, _ in gaps.values())
+        undecided = sum(u for _, u in gaps.values())
+        cases = len(graded.get("not_run") or [])
+        if missing or undecided or cases:
+            return (f"coverage gate (--fail-on-not-run): {missing} in-scope requirements not run, {undecided} "
+                    f"undecided, {cases} requirements of this run not run")  # fmt: skip
+    return None

@@ -168,6 +168,14 @@ def registered_levels(path: Path = REGISTRY_FILE) -> dict[str, str]:
 
 
 @functools.cache
+def in_scope_requirements(path: Path = REGISTRY_FILE) -> dict[str, str]:
+    """The numbered requirements the suite claims to test (``in_scope: true``), each with the level a case citing
+    it is graded at: the denominator of every conformance statement."""
+    return {rid: entry.case_level for rid, entry in load_registry(path).items()
+            if entry.kind == "requirement" and entry.in_scope and entry.case_level is not None}  # fmt: skip
+
+
+@functools.cache
 def registered_summaries(path: Path = REGISTRY_FILE) -> dict[str, str]:
     """Each registered id's one-line summary (or title): what a report calls the requirement."""
     return {rid: entry.summary or entry.title or rid for rid, entry in load_registry(path).items()}

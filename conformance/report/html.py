@@ -383,6 +383,30 @@ def _grade_levels(levels: Mapping[str, Any]) -> str:
     return "<h3>Requirements by level</h3>" + _table("grade-levels", head, rows)
 
 
+def _scope(scope: Mapping[str, Any]) -> str:
+    """The in-scope requirements of the registry (what the suite claims to test) that the run decided, per level,
+    and those it did not run: the denominator of the statement, so no reader takes a fraction for the whole."""
+    rows, missing = [], []
+    for level in ("MUST", "SHOULD", "MAY"):
+        counts = _as_map(scope.get(level))
+        if not counts.get("in_scope"):
+            continue
+        keys = ("passed", "failed", "undecided", "not_run", "in_scope")
+        cells = "".join(f'<td class="num">{_e(counts.get(k, 0))}</td>' for k in keys)
+        rows.append(f'<tr data-level="{_e(level)}"><td>{_e(level)}</td>{cells}</tr>')
+        missing += [(level, rid) for rid in _as_list(counts.get("not_run_ids"))]
+    if not rows:
+        return ""
+    head = "<th>Level</th>" + "".join(
+        f'<th class="num">{h}</th>' for h in ("Passed", "Failed", "Undecided", "Not run", "In scope")
+    )
+    text = ""
+    if missing:
+        ids = ", ".join(f"<code>{_e(rid)}</code>" for _, rid in missing)
+        text = f'<p class="not-run-scope">In scope, not run in this run ({len(missing)}): {ids}</p>'
+    return "<h3>In-scope requirements decided</h3>" + _table("grade-scope", head, rows) + text
+
+
 def _case_links(labels: Iterable[Any], links: Mapping[str, str]) -> str:
     """Case labels (`ID[family]`) linked to their details; an unknown label stays plain text."""
     out = []
@@ -427,6 +451,7 @@ def _grade(grade: Mapping[str, Any], links: Mapping[str, str]) -> str:
         + '<div class="grade-grid"><div>'
         + _categories(_as_map(grade.get("categories")))
         + "</div><div>"
+        + _scope(_as_map(grade.get("scope")))
         + _grade_levels(_as_map(grade.get("levels")))
         + "</div></div>"
         + _matrix(_as_list(grade.get("requirements")), links)
