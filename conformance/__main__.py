@@ -16,6 +16,7 @@ from .model.schema import json_schema
 from .vocabulary import DEFAULT_PROFILE, PROFILES
 
 USAGE_ERROR = 2
+TARGET_UNAVAILABLE = 4  # the target could not be started: no case ran (pytest's usage-error status, as the plugin)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,12 +186,12 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """The suite without pytest: exit 0 when nothing FAILed or broke (waived known deviations aside) and the
-    coverage gate, if asked for, is met; else 1."""
+    coverage gate, if asked for, is met; else 1; 4 when the target could not be started (no case ran)."""
     import os
     import shlex
 
     from .grading.grade import coverage_gate
-    from .run import CaseResult, RunOptions, SuiteRun, jobs_from_paths
+    from .run import CaseResult, RunOptions, SuiteRun, TargetUnavailable, jobs_from_paths
     from .targets.config import TargetConfigError
     from .targets.netns import NetnsError, check_prerequisites
     from .wire.impairment import ImpairmentError, parse_impairment
@@ -215,6 +216,12 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet and (result.verdict in ("FAIL", "ERROR") or result.waiver == "stale"):
             print(result.record["message"])
 
+    try:
+        suite.start()
+    except TargetUnavailable as exc:
+        suite.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return TARGET_UNAVAILABLE
     try:
         results = suite.run(jobs, show)
     finally:

@@ -38,6 +38,7 @@ from .run import (
     Job,
     RunOptions,
     SuiteRun,
+    TargetUnavailable,
     clear_results,
     jobs_of_case,
     long_lived,
@@ -109,6 +110,7 @@ class RunState:
         self.announcements: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.document: dict[str, Any] | None = None  # results.json of the finished run, once written
         self.gate: str | None = None  # why the run fails the coverage gate (--min-coverage, --fail-on-not-run)
+        self.worker_start_failure: str | None = None  # xdist's controller: a worker's target did not start
 
     def run(self) -> SuiteRun:
         """The run of this process (its target is started on first use)."""
@@ -252,6 +254,14 @@ def _install_signal_handlers() -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's controller: a worker that stopped because its target could not start ends the run (status 4)."""
+    stopped = str(getattr(node, "workeroutput", {}).get("shouldstop") or "")
+    if " could not be started: " in stopped:
+        node.config.stash[STATE].worker_start_failure = stopped
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist: every worker writes into the run directory the controller chose."""
     state: RunState = node.config.stash[STATE]
@@ -310,9 +320,23 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Any:
-    """Without xdist: hand every selected case to the run before the first is reported (longest first)."""
+    """Without xdist: hand every selected case to the run before the first is reported (longest first). A target
+    that cannot start ends the run here, in one line with exit status 4 (an xdist worker ends its part so): no
+    case has run, so none gets a verdict."""
     config = session.config
     cases = [i for i in session.items if isinstance(i, CaseItem)]
+    state: RunState = config.stash[STATE]
+    if cases and not config.option.collectonly and _may_start(state):
+        try:
+            state.run().start()
+        except TargetUnavailable as exc:
+            if not hasattr(config, "workerinput"):
+                pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+            # an xdist worker stops the whole run (its controller ends it with status 4, pytest_sessionfinish);
+            # xdist still hands it one item, which is skipped, never judged
+            session.shouldstop = str(exc)
+            for item in cases:
+                item.add_marker(pytest.mark.skip(reason=str(exc)))
     if cases and not hasattr(config, "workerinput") and not config.option.collectonly:
         background = config.stash[STATE].start_background()
         by_job = {item.job.nodeid: item for item in cases}
@@ -450,6 +474,8 @@ def _ladder(record: dict[str, Any]) -> str | None:
 # ---- the end ------------------------------------------------------------------------------------------------------
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state: RunState = session.config.stash[STATE]
+    if state.worker_start_failure is not None:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR  # an xdist worker's target did not start: no verdict
     if state.background is not None:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
         state.background.close(abort=interrupted)
