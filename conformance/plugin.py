@@ -28,6 +28,7 @@ import pytest
 
 from .grading.grade import coverage_gate
 from .grading.judge import STALE, UNDECIDED, WAIVED
+from .grading.registry import ref_problems, shipped_registry
 from .model.loader import Case, CaseFormatError, load_case
 from .model.tags import load_tags
 from .report import allure_glue
@@ -282,6 +283,9 @@ class CaseFile(pytest.File):
             case = load_case(self.path, self.config.rootpath)
         except CaseFormatError as exc:
             raise self.CollectError(str(exc)) from None
+        problems = ref_problems(shipped_registry(), [case])  # an unknown or mis-levelled reference: no verdict
+        if problems:
+            raise self.CollectError("\n".join(p.line_text(str(self.path)) for p in problems))
         seen: dict[str, Path] = self.config.stash[STATE].case_ids
         if seen.setdefault(case.id, self.path) != self.path:
             raise self.CollectError(f"{self.path}:{case.line}:1: id: '{case.id}' is already used by {seen[case.id]}")
@@ -325,6 +329,8 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     case has run, so none gets a verdict."""
     config = session.config
     cases = [i for i in session.items if isinstance(i, CaseItem)]
+    if session.testsfailed and not config.option.continue_on_collection_errors:
+        cases = []  # pytest ends the run for the errors of collection: no case runs, none gets a verdict
     state: RunState = config.stash[STATE]
     if cases and not config.option.collectonly and _may_start(state):
         try:

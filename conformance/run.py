@@ -39,6 +39,7 @@ from .engine.record import CaseRecord, Outcome
 from .engine.scheduler import Scheduler
 from .engine.steps import CaseRun
 from .grading.judge import Judgement, another_attempt, judge_attempt, judge_case
+from .grading.registry import ref_problems, shipped_registry
 from .model.loader import Case, CaseFormatError, load_case
 from .results import RunWriter, case_identity, case_record, finalize, iso, relative_to_root
 from .targets.config import Deviation, TargetConfig, TargetConfigError, load_expectations, select_target
@@ -119,6 +120,9 @@ def jobs_from_paths(paths: Iterable[Path], rootdir: Path | None = None, families
             files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
             for file in files:
                 case = load_case(file, root)
+                problems = ref_problems(shipped_registry(), [case])
+                if problems:
+                    raise CaseFormatError("\n".join(p.line_text(str(file)) for p in problems))
                 if seen.setdefault(case.id, file) != file:
                     raise CaseFormatError(f"{file}:{case.line}:1: id: '{case.id}' is already used by {seen[case.id]}")
                 jobs += jobs_of_case(case, root, families)

@@ -76,3 +76,19 @@ def rfc_number(ref: str) -> str | None:
     """``rfc9293:3.5`` -> ``9293``; None for a reference that is not to an RFC."""
     match = RFC_OF_REF.match(ref)
     return str(int(match.group(1))) if match else None
+
+
+# ---- what a case may require of a target (`requires:`), and what a target may declare (`capabilities:`) -------
+UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")  # the agent's calls
+UT_FEATURES = ("user_timeout", "fastopen")  # optional agent arguments a case may need (hello's "features")
+TCP_FEATURES = ("tcp.wscale", "tcp.timestamps", "tcp.sack", "tcp.fastopen", "tcp.fastopen_client", "tcp.no_rtt_cache")
+TIMER_NAMES = ("syn_rto", "syn_retransmissions", "syn_giveup", "synack_retransmissions", "synack_giveup", "time_wait",
+               "fin_wait_2")  # fmt: skip  # the timers a target entry may declare (targets.yaml `timers:`)
+CAPABILITIES = frozenset(
+    {"ut", *(f"ut.{op}" for op in (*UT_OPS, *UT_FEATURES)), *TCP_FEATURES, *(f"timers.{t}" for t in TIMER_NAMES),
+     "net.broadcast", "target.restart", "flood", "svc.echo"}
+)  # fmt: skip
+
+# The eleven connection states of RFC 9293 section 3.3.2, as the upper tester names them.
+TCP_STATES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT",
+              "CLOSING", "LAST-ACK", "TIME-WAIT")  # fmt: skip

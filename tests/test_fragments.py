@@ -112,16 +112,19 @@ def test_a_shipped_fragment_is_documented_and_complete(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_a_shipped_fragment_expands_with_its_line_and_origin(name: str) -> None:
-    doc = HEAD + "  - ut: listen\n" + f"  - use: {name}\n" + "  - wait: {for: 1ms, reason: after}\n"
+    # an expect first: the fragments that close a connection use what the target's segments bound (t_nxt)
+    doc = (
+        HEAD + "  - ut: listen\n  - expect: {flags: SA}\n" + f"  - use: {name}\n" + "  - wait: {for: 1ms, reason: x}\n"
+    )
     case = parse_case(doc, "inline.yaml")
-    expanded = case.steps[1:-1]
+    expanded = case.steps[2:-1]
     assert len(expanded) == len(SHIPPED[name].steps)
     line = at(doc, "use:")[0]
     assert [s.line for s in expanded] == [line] * len(expanded)
     assert [s.origin for s in expanded] == [f"{name}[{i}]" for i in range(len(expanded))]
-    assert [s.path for s in expanded] == [f"steps[1].use[{i}]" for i in range(len(expanded))]
+    assert [s.path for s in expanded] == [f"steps[2].use[{i}]" for i in range(len(expanded))]
     assert case.steps[0].origin is None and case.steps[-1].origin is None
-    assert case.steps[-1].path == "steps[2]"
+    assert case.steps[-1].path == "steps[3]"
 
 
 def test_passive_open_is_the_prologue_written_by_hand() -> None:
@@ -186,8 +189,9 @@ def test_passive_open_is_the_prologue_written_by_hand() -> None:
     ids=["active-open", "target-close-shutdown", "time-wait-bind", "passive-open-every-parameter", "null-leaves-out"],
 )
 def test_parameters_give_the_steps_written_by_hand(use: str, by_hand: str) -> None:
-    used = parse_case(HEAD + use, "inline.yaml").steps
-    written = parse_case(HEAD + by_hand, "inline.yaml").steps
+    prior = "  - expect: {flags: SA}\n"  # binds t_nxt, which the closing fragments use
+    used = parse_case(HEAD + prior + use, "inline.yaml").steps
+    written = parse_case(HEAD + prior + by_hand, "inline.yaml").steps
     assert [same(s) for s in used] == [same(s) for s in written]
 
 

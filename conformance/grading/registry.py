@@ -290,6 +290,12 @@ def level_disagreements(registry: Mapping[str, Requirement], cases: Iterable[Cas
     return out
 
 
+@functools.cache
+def shipped_registry() -> dict[str, Requirement]:
+    """The registry of this checkout, read once per process (collection checks every case against it)."""
+    return load_registry()
+
+
 def ref_problems(registry: Mapping[str, Requirement], cases: Iterable[Case]) -> list[RefProblem]:
     """The level disagreements and the references missing from the registry, each at its place, per case."""
     out = []

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..vocabulary import PROFILES, REF_PATTERN, Level
-from .values import Duration, Expression, Flags, Match
+from .values import Capability, Duration, Expression, Expression16, Expression32, Flags, Match, State
 
 
 class Strict(BaseModel):
@@ -57,18 +57,18 @@ class SendOption(Strict):
 
     @model_validator(mode="after")
     def _check_value(self) -> SendOption:
-        from .values import parse_expr
+        from .values import check_fits, parse_expr
 
         name, value = self.name, self.value
         if name in ("nop", "eol", "sackok"):
             if value is not None and value is not True:
                 raise ValueError(f"option {name} takes no value")
-        elif name in ("mss", "wscale"):
-            object.__setattr__(self, "value", parse_expr(value))
+        elif name in ("mss", "wscale"):  # the option's value field: 16 bits and 8 bits (a shift above 14 may be sent)
+            object.__setattr__(self, "value", check_fits(parse_expr(value), 16 if name == "mss" else 8, name))
         elif name == "ts":
             if not isinstance(value, list | tuple) or len(value) != 2:
                 raise ValueError("ts takes [tsval, tsecr]")
-            object.__setattr__(self, "value", tuple(parse_expr(v) for v in value))
+            object.__setattr__(self, "value", tuple(check_fits(parse_expr(v), 32, "a timestamp") for v in value))
         elif name == "sack":
             if not isinstance(value, list) or not all(isinstance(b, list) and len(b) == 2 for b in value):
                 raise ValueError("sack takes a list of [left, right] blocks")
@@ -85,18 +85,18 @@ class SendSpec(Strict):
     """A segment the lower tester sends. Unset seq/ack follow the tester's view of the connection."""
 
     flags: Flags
-    seq: Expression | None = Field(None, description="default: the tester's next sequence number (l_nxt)")
-    ack: Expression | None = Field(None, description="default: t_nxt when A is set, else 0")
-    window: Expression = Field(default="65535", validate_default=True)  # type: ignore[assignment]
-    urgent: Expression = Field(default="0", validate_default=True)  # type: ignore[assignment]
+    seq: Expression32 | None = Field(None, description="default: the tester's next sequence number (l_nxt)")
+    ack: Expression32 | None = Field(None, description="default: t_nxt when A is set, else 0")
+    window: Expression16 = Field(default="65535", validate_default=True)  # type: ignore[assignment]
+    urgent: Expression16 = Field(default="0", validate_default=True)  # type: ignore[assignment]
     options: list[SendOption] = []
     data: str | None = Field(None, description="payload as text")
     len: int | None = Field(None, ge=0, le=65000, description="payload of this many pattern bytes")
     checksum: Literal["good", "bad"] = "good"
     doff: int | None = Field(None, ge=0, le=15, description="override the data offset (malformed headers)")
     ttl: int = Field(64, ge=1, le=255, description="IPv4 TTL or IPv6 hop limit")
-    from_port: Expression | None = Field(None, description="source port other than l_port")
-    to_port: Expression | None = Field(None, description="destination port other than t_port")
+    from_port: Expression16 | None = Field(None, description="source port other than l_port")
+    to_port: Expression16 | None = Field(None, description="destination port other than t_port")
     from_addr: Literal["tester", "target", "broadcast", "multicast"] = Field(
         "tester", description="target: the target's own address (LAND); broadcast/multicast: invalid sources"
     )
@@ -241,7 +241,7 @@ class UtSpec(Strict):
     len: int | None = Field(None, ge=0)
     max: int | None = Field(None, ge=1)
     how: Literal["wr", "rd", "rdwr"] | None = None
-    state: str | list[str] | None = Field(None, description="expected state(s) for op: state")
+    state: State | list[State] | None = Field(None, description="expected state(s) for op: state")
     eof: bool | None = Field(None, description="for recv: whether end-of-file is expected")
     expect_len: int | None = Field(None, ge=0, description="for recv: exact byte count expected")
     expect_data: str | None = Field(None, description="for recv: the exact bytes expected, as text")
@@ -396,7 +396,7 @@ class CaseMeta(Strict):
     refs: list[Annotated[str, Field(pattern=REF_PATTERN)]] = Field(min_length=1)
     requirement: str = Field(min_length=10, description="the requirement in your own words, with its ID")
     level: Level
-    requires: list[str] = []
+    requires: list[Capability] = []
     tags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = []
     families: list[Family] = Field(["ipv4", "ipv6"], min_length=1)
     timeout: Duration = 30.0

@@ -85,6 +85,8 @@ class Expr:
             raise ExprError("expected a number or an expression, not a boolean")
         if isinstance(text, int):
             text = str(text)
+        if isinstance(text, float):
+            raise ExprError(f"expected a whole number or an expression, not {text:g}")
         if not isinstance(text, str):
             raise ExprError(f"expected a number or an expression, not {type(text).__name__}")
         source = text.strip()

@@ -4,7 +4,8 @@ Rules of this module: a case file becomes a ``Case`` (its metadata and a flat li
 ``CaseFormatError`` line ``file:line:col: path: message`` at the first problem. A ``use`` step is expanded here into
 the fragment's steps (conformance/model/fragment.py), each carrying the ``use`` step's line and its ``origin``; the
 engine never sees a ``use``. Tags must be in the tag registry (conformance/model/tags.py). A step that changes what
-other cases see (restart, syn_flood, isn_sample) needs the case to declare ``alone``.
+other cases see (restart, syn_flood, isn_sample) needs the case to declare ``alone``. Every name an expression
+uses is bound before its step (by the engine, an earlier step, or a target's declared timer).
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel
+
+from ..vocabulary import TIMER_NAMES
 from ..yamlfile import Document, Path_, load_validated, parse_yaml
 from .builder import Case, CaseBuilder, CaseFormatError, ParsedAlternative, Step
 from .cache import CaseCache
 from .case import CaseMeta
+from .expr import Expr
 from .fragment import Fragment, expand, load_fragments
 from .suggest import did_you_mean
 from .tags import TAGS_FILE, load_tags, tags_source
@@ -52,6 +58,7 @@ def build_case(document: Document, file: Path, fragments: Mapping[str, Fragment]
     steps = builder.steps(data["steps"], ("steps",))
     if meta.alone is None:
         _require_alone(builder, steps)
+    _check_names(builder, steps)
     ref_places = tuple(located.positions.find(("refs", i)) for i in range(len(meta.refs)))
     return Case(meta=meta, steps=steps, file=file, line=located.line_of(()), ref_places=ref_places)
 
@@ -126,3 +133,91 @@ def _cache() -> CaseCache | None:
     cache = CaseCache()
     atexit.register(cache.save)
     return cache
+
+
+# ---- names: an expression may use only what the run has bound before it ------------------------------------------
+INITIAL_NAMES = frozenset({"l_isn", "l_nxt", "l_port", "t_port", "l_tsval"})  # conformance/engine/steps.py
+# A target's declared timers (targets.yaml `timers:`, TimersConfig.env): durations in microseconds with their
+# tolerance window (_low_us, _high_us), counts as they are.
+TIMER_UNITS = ("", "_us", "_low_us", "_high_us")
+TIMER_NAMES_BOUND = frozenset(f"timer_{name}{unit}" for name in TIMER_NAMES for unit in TIMER_UNITS)
+# What accepting one of the target's segments binds (conformance/engine/lower.py): its ISN, next sequence number,
+# window scale, MSS, timestamp value, window and acknowledgment (each when the segment carries it).
+SEGMENT_NAMES = frozenset({"t_isn", "t_nxt", "t_ws", "t_mss", "t_tsval", "t_win", "t_ack"})
+SEGMENT_STEPS = ("expect", "expect_one_of", "expect_count")
+ISN_NAMES = frozenset(f"isn_{k}" for k in ("count", "gcd", "isr", "sp", "repeats", "increases"))
+FLOOD_NAMES = frozenset({"flood_sent", "flood_rate", "flood_synacks", "flood_capture_drops"})
+
+
+def _check_names(builder: CaseBuilder, steps: list[Step], bound: set[str] | None = None) -> set[str]:
+    """Every name an expression uses is bound before it (by the engine, an earlier step or a declared timer);
+    a name nothing binds is a typo (``l_isnn``), reported at its step with a did-you-mean. Returns what is bound
+    after the steps (what an ``expect_one_of`` branch binds counts only within the branch)."""
+    bound = set(INITIAL_NAMES) if bound is None else bound
+    for step in steps:
+        if step.kind == "expect_one_of":
+            for alternative in step.spec:
+                _check_names_in(builder, step, alternative.alt, bound)
+                _check_names(builder, alternative.then, bound | SEGMENT_NAMES | _binds(alternative.alt))
+            bound |= SEGMENT_NAMES
+            continue
+        _check_names_in(builder, step, step.spec, bound)
+        if step.kind in SEGMENT_STEPS:
+            bound |= SEGMENT_NAMES
+        bound |= _bound_by(step)
+    return bound
+
+
+def _check_names_in(builder: CaseBuilder, step: Step, spec: Any, bound: set[str]) -> None:
+    known = bound | _binds(spec)  # an expect may use what its own bind takes (checks after the match)
+    for name in sorted(_names_used(spec)):
+        if name not in known and name not in TIMER_NAMES_BOUND:
+            hint = did_you_mean(name, known | TIMER_NAMES_BOUND)
+            raise builder.error(
+                _parse_path(step.path),
+                f"'{name}' is not bound before this step{hint}: the names are {', '.join(sorted(known))}, "
+                "a declared timer's timer_<name>_us or timer_<count>, and what bind, record, isn_sample and syn_flood "
+                "steps set",
+            )
+
+
+def _bound_by(step: Step) -> set[str]:
+    names = _binds(step.spec)
+    if step.kind == "bind":
+        names |= set(step.spec.values)
+    if step.kind == "isn_sample":
+        names |= ISN_NAMES
+    if step.kind == "syn_flood":
+        names |= FLOOD_NAMES
+    return names
+
+
+def _binds(spec: Any) -> set[str]:
+    """The names a spec binds itself: an expect's ``bind:`` (also within an alternative), a count's ``record:``."""
+    if not isinstance(spec, BaseModel):
+        return set()
+    names: set[str] = set()
+    bind, record = getattr(spec, "bind", None), getattr(spec, "record", None)
+    if isinstance(bind, dict):
+        names |= set(bind)
+    if isinstance(record, str):
+        names.add(record)
+    for field in type(spec).model_fields:
+        if field not in ("bind", "record"):
+            names |= _binds(getattr(spec, field))
+    return names
+
+
+def _names_used(value: Any) -> set[str]:
+    """The names of every expression in a step's spec, however deep."""
+    if isinstance(value, Expr):
+        return set(value.names)
+    if isinstance(value, BaseModel):
+        return set().union(*(_names_used(getattr(value, f)) for f in type(value).model_fields))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a Matcher: its bounds are expressions
+        return set().union(*(_names_used(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, list | tuple | set | frozenset):
+        return set().union(*(_names_used(v) for v in value))
+    if isinstance(value, dict):
+        return set().union(*(_names_used(v) for v in value.values()))
+    return set()

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 
 from ..tcp import format_flags, parse_flags
+from ..vocabulary import CAPABILITIES, TCP_STATES
 from .expr import Expr, ExprError
+from .suggest import did_you_mean
 
 Flags = Annotated[
     int,
@@ -114,3 +116,52 @@ Match = Annotated[
         {"anyOf": [{"type": "integer"}, {"type": "string"}], "description": "any | absent | N | expr | a..b"}
     ),
 ]
+
+
+def _known_capability(name: str) -> str:
+    if name not in CAPABILITIES:
+        raise ValueError(
+            f"unknown capability '{name}'{did_you_mean(name, CAPABILITIES)}: the capabilities are ut, ut.<call>, "
+            "tcp.<feature>, timers.<name>, net.broadcast, target.restart, flood and svc.echo (docs/case-format.md)"
+        )
+    return name
+
+
+# A capability a case requires or a target declares: a typo would make a case NOT-RUN everywhere, silently.
+Capability = Annotated[str, AfterValidator(_known_capability)]
+
+
+def _known_state(name: str) -> str:
+    if name not in TCP_STATES:
+        hint = did_you_mean(name, TCP_STATES)
+        raise ValueError(f"unknown state '{name}'{hint}: the states are {', '.join(TCP_STATES)}")
+    return name
+
+
+# A connection state the upper tester reports (RFC 9293 section 3.3.2): a typo would FAIL every target.
+State = Annotated[str, AfterValidator(_known_state)]
+
+
+def check_fits(expr: Expr, bits: int, what: str) -> Expr:
+    """A literal value (an expression without names) must fit its header field: a typo such as 1e38 or a window
+    of 70000 is an error of the case, not a segment the tester silently truncates. Expressions with names are
+    evaluated modulo 2^32 when the step runs."""
+    limit = (1 << bits) - 1
+    if not expr.names:
+        value = expr.evaluate({}, wrap=False)
+        if not 0 <= value <= limit:
+            raise ValueError(f"{what} is {bits} bits: 0..{limit}, not {value}")
+    return expr
+
+
+def _bounded(bits: int) -> Any:
+    return Annotated[
+        Expr,
+        PlainValidator(lambda raw: check_fits(parse_expr(raw), bits, "this field")),
+        PlainSerializer(str, return_type=str),
+        WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "description": f"{bits}-bit value"}),
+    ]
+
+
+Expression16 = _bounded(16)  # window, urgent pointer, ports
+Expression32 = _bounded(32)  # sequence and acknowledgment numbers

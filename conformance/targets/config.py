@@ -12,16 +12,15 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..model.case import Strict
-from ..model.values import Duration
+from ..model.values import Capability, Duration
+from ..vocabulary import UT_FEATURES, UT_OPS
 from ..wire.ethernet import parse_mac
 from ..wire.impairment import parse_impairment
 from ..yamlfile import Document, DocumentError, read_yaml_file
 
 SUPPORTED_KINDS = ("local", "remote", "launched", "reference")
 LOCAL_CONCURRENCY = 64  # the local kernel serves many connections at once; the tester keeps this many in flight
-UT_OPS = ("listen", "accept", "connect", "send", "recv", "shutdown", "close", "abort", "state")
 UT_OPS_LITERAL = Literal[UT_OPS]  # type: ignore[valid-type]
-UT_FEATURES = ("user_timeout", "fastopen")  # optional agent arguments a case may need (hello's "features")
 
 
 # Features of the Linux kernel that a sysctl switches off (on by default).
@@ -241,7 +240,7 @@ class TargetConfig(Strict):
     ipv4: Addresses = Addresses(target="198.18.0.1", tester="198.18.0.2", prefix=24)
     ipv6: Addresses = Addresses(target="2001:2::1", tester="2001:2::2", prefix=64)
     families: list[Literal["ipv4", "ipv6"]] = ["ipv4", "ipv6"]
-    capabilities: list[str] | None = Field(
+    capabilities: list[Capability] | None = Field(
         None, description="what the implementation claims (ICS); default for local: every ut.* operation"
     )
     allow_flood: bool = Field(False, description="opt in to flood and resource-exhaustion cases")
