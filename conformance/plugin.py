@@ -425,7 +425,11 @@ class CaseItem(pytest.Item):
             run_dir = self.config.stash[STATE].run().run_dir
             allure_glue.attach_evidence(record, run_dir, message, _ladder(record))
         known = record.get("known_deviation")
+        if result.waiver:  # JUnit: <property name="waiver" value="waived"/> and the review's reason
+            self.user_properties += [("waiver", result.waiver), ("known_deviation", known["reason"])]
         if result.waiver == WAIVED:
+            if with_allure:  # a reviewed failure, shown failed with the label, never skipped (allure_glue.py)
+                allure_glue.mark_waived(known["reason"])
             pytest.xfail(f"known deviation ({known['verdict']}): {known['reason']}")
         if result.waiver == UNDECIDED:
             pytest.skip(f"INCONCLUSIVE (known deviation {known['verdict']}): {result.reason}")
@@ -478,6 +482,17 @@ def _ladder(record: dict[str, Any]) -> str | None:
 
 
 # ---- the end ------------------------------------------------------------------------------------------------------
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After allure-pytest has written every result: reviewed known deviations show as failed, with their label.
+    Then whatever is left lives until the process ends: pytest's closing garbage collections (several full passes,
+    0.5 s over a run's records) need not walk it."""
+    if allure_glue.active(config) and not hasattr(config, "workerinput"):
+        with contextlib.suppress(OSError):
+            allure_glue.show_waived_as_failed(Path(config.option.allure_report_dir))
+    gc.freeze()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state: RunState = session.config.stash[STATE]
     if state.worker_start_failure is not None:
@@ -509,13 +524,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             pass
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Whatever is left lives until the process ends: pytest's closing garbage collections (several full passes,
-    0.5 s over a run's records) need not walk it."""
-    gc.freeze()
-
-
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state: RunState = config.stash[STATE]
     if hasattr(config, "workerinput") or state.suite is None or not state.suite.run_dir.exists():
@@ -541,6 +549,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             cats = graded.get("categories", {})
             tr.write_line("  ".join(f"{k}: {v}" for k, v in cats.items()))
     tr.write_line("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    waived_cases = (doc or {}).get("grade", {}).get("waived") or []
+    if waived_cases:
+        n = len(waived_cases)
+        tr.write_line(f"waived: {n} known deviation{'s' if n != 1 else ''} (reviewed; their reasons are in the "
+                      "target's expectations file): their FAIL stands in every count and report, and does not fail "
+                      "this run", yellow=True)  # fmt: skip
     by_level: dict[str, list[int]] = {}
     for case in cases:
         passed_total = by_level.setdefault(case["level"], [0, 0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -33,3 +34,18 @@ def test_allure_report_is_offline_and_has_no_analytics(tmp_path: Path) -> None:
     assert "googletagmanager" not in html and "gtag(" not in html
     assert not re.findall(r'<script[^>]+src="https?://', html)
     assert not re.findall(r'<link[^>]+href="https?://', html)
+
+
+def test_a_waived_known_deviation_shows_failed_with_its_label(tmp_path: Path) -> None:
+    from conformance.report.allure_glue import show_waived_as_failed
+
+    waived = {"name": "x", "status": "skipped", "statusDetails": {"message": "XFAIL known deviation (FAIL): r"},
+              "labels": [{"name": "waiver", "value": "waived"}]}  # fmt: skip
+    skipped = {"name": "y", "status": "skipped", "labels": [{"name": "tag", "value": "must"}]}
+    (tmp_path / "a-result.json").write_text(json.dumps(waived))
+    (tmp_path / "b-result.json").write_text(json.dumps(skipped))
+    assert show_waived_as_failed(tmp_path) == 1
+    a = json.loads((tmp_path / "a-result.json").read_text())
+    assert a["status"] == "failed" and a["statusDetails"]["message"].startswith("waived: XFAIL known deviation")
+    assert json.loads((tmp_path / "b-result.json").read_text())["status"] == "skipped"
+    assert show_waived_as_failed(tmp_path) == 0  # once only

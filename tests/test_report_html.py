@@ -587,3 +587,17 @@ def test_a_step_expanded_from_a_fragment_names_it_and_the_profiles_of_each_behav
     assert '<code class="origin">passive-open[0]</code>' in html
     assert "challenge-ack</code> (challenge ACK); conforms under rfc9293, rfc5961" in html
     assert "rfc793 " in html and "Verdict by profile" in html
+
+
+def test_waived_known_deviations_are_a_tier_of_their_own(results: dict) -> None:
+    doc = copy.deepcopy(results)
+    case = doc["cases"][0]
+    case.update(verdict="FAIL", waiver="waived", known_deviation={"verdict": "FAIL", "reason": "reviewed: off by one"})
+    label = f"{case['id']}[{case['family']}]"
+    doc["grade"] = {"statement": "s", "conformant": False, "complete": True,
+                    "waived": [{"case": label, "verdict": "FAIL", "reason": "reviewed: off by one"}]}  # fmt: skip
+    root = parse(render_html(doc))
+    assert root.find("span", data_count="WAIVED").text() == "1"
+    waived = root.find("table", **{"class": "grade-waived"})
+    assert "reviewed: off by one" in waived.text() and label in waived.text()
+    assert root.find("h3", id="waived").text() == "Waived: 1 known deviations"

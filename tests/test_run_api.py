@@ -191,7 +191,8 @@ def test_the_command_line_runs_and_regrades_offline_as_a_run_under_that_profile_
 def test_pytest_runs_the_cases_concurrently_and_reports_each(tmp_path: Path) -> None:
     from support import run_suite
 
-    run = run_suite(tmp_path, "testcases/reset", "-v")
+    junit = tmp_path / "junit.xml"
+    run = run_suite(tmp_path, "testcases/reset", "-v", f"--junitxml={junit}")
     assert run.returncode == 0, run.stdout[-3000:]
     results = run.results
     assert results["run"]["peak_in_flight"] > 10
@@ -199,6 +200,10 @@ def test_pytest_runs_the_cases_concurrently_and_reports_each(tmp_path: Path) -> 
     assert known == 2  # RST-EST-EDGE-01 over IPv4 and IPv6
     assert run.stdout.count(" PASSED") + run.stdout.count(" XFAIL") == len(results["cases"])
     assert run.stdout.count(" XFAIL") == known
+    # the waived tier: in the grade, on the console and in JUnit's properties
+    assert sorted(w["case"] for w in results["grade"]["waived"]) == ["RST-EST-EDGE-01[ipv4]", "RST-EST-EDGE-01[ipv6]"]
+    assert "waived: 2 known deviations (reviewed; their reasons are in the target's expectations file)" in run.stdout
+    assert junit.read_text().count('<property name="waiver" value="waived" />') == 2
 
 
 @needs_netns

@@ -279,7 +279,20 @@ def grade(doc: dict, in_scope_ids: Mapping[str, str] | None = None) -> dict:
         "non_strict": [r["id"] for r in requirements if r["category"] == "non-strict"],
         "undecided": undecided,
         "not_run": not_run,
+        "waived": waived(cases),
     }
+
+
+def waived(cases: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The reviewed known deviations of the target (its expectations file): failures that stand in every count
+    above and do not fail a CI run. Each with its case, verdict and the review's reason."""
+    out = []
+    for case in cases:
+        known = case.get("known_deviation")
+        if case.get("waiver") == "waived" and isinstance(known, Mapping):
+            reason = str(known.get("reason", ""))
+            out.append({"case": case_label(case), "verdict": case_verdict(case), "reason": reason})
+    return out
 
 
 def coverage_gate(graded: Mapping[str, Any], min_coverage: float | None, fail_on_not_run: bool) -> str | None:

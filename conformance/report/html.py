@@ -454,8 +454,28 @@ def _grade(grade: Mapping[str, Any], links: Mapping[str, str]) -> str:
         + _scope(_as_map(grade.get("scope")))
         + _grade_levels(_as_map(grade.get("levels")))
         + "</div></div>"
+        + _waived(_as_list(grade.get("waived")), links)
         + _matrix(_as_list(grade.get("requirements")), links)
         + "</section>"
+    )
+
+
+def _waived(waived: Sequence[Any], links: Mapping[str, str]) -> str:
+    """The reviewed known deviations: a tier of their own, each with its reason; their FAIL stands in every count."""
+    if not waived:
+        return ""
+    rows = []
+    for item in (_as_map(w) for w in waived):
+        rows.append(
+            f"<tr><td>{_case_links([item.get('case', '?')], links)}</td><td>{_badge(str(item.get('verdict', '')))}</td>"
+            f"<td>{_e(item.get('reason', ''))}</td></tr>"
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("Case", "Verdict", "Reviewed reason (the target's expectations file)"))
+    return (
+        f'<h3 id="waived">Waived: {len(rows)} known deviations</h3><p class="muted">Failures the target\'s vendor has '
+        "reviewed and listed: their verdict stands in every count above and they are named in the statement; "
+        "they do not fail the run (pytest shows them as xfail, allure as failed with the label waived).</p>"
+        + _table("grade-waived", head, rows)
     )
 
 
@@ -509,6 +529,12 @@ def _verdict_summary(cases: Sequence[Mapping[str, Any]], stored: Mapping[str, An
     )
     total = len(cases)
     items += f'<li><span class="muted">TOTAL</span><span class="n" data-count="TOTAL">{total}</span></li>'
+    waived = sum(1 for c in cases if c.get("waiver") == "waived")
+    if waived:
+        items += (
+            f'<li><a href="#waived" class="muted">WAIVED (of the above)</a>'
+            f'<span class="n" data-count="WAIVED">{waived}</span></li>'
+        )
     notice = ""
     if stored and any(int(_float(stored.get(v)) or 0) != counts.get(v, 0) for v in {*stored, *counts}):
         notice = (

@@ -267,6 +267,7 @@ def _summary_row(run: Run, n: int, out: Path) -> str:
     verdicts = Counter(case_verdict(c) for c, _ in run.cases.values())
     categories = run.grade["categories"]
     counts = [categories.get(c, 0) for c in CATEGORIES] + [verdicts.get(v, 0) for v in VERDICTS]
+    counts.append(sum(1 for c, _ in run.cases.values() if c.get("waiver") == "waived"))
     return (
         f'<tr data-run="{n}"><td class="num">{n}</td>'
         f'<td><a href="{_e(report_href(run.path, out))}">{_e(run.target)}</a></td>'
@@ -281,7 +282,7 @@ def _summary_row(run: Run, n: int, out: Path) -> str:
 def _summary(runs: Sequence[Run], out: Path) -> str:
     """Per run: its identification, its grade statement and its counts per category and per verdict."""
     head = "<th>#</th><th>Target</th><th>Run</th><th>Profile</th><th>Date</th><th>Statement</th>"
-    head += "".join(f'<th class="num">{_e(h)}</th>' for h in (*CATEGORIES, *VERDICTS))
+    head += "".join(f'<th class="num">{_e(h)}</th>' for h in (*CATEGORIES, *VERDICTS, "waived"))
     rows = "".join(_summary_row(run, n, out) for n, run in enumerate(runs, 1))
     return f'<h2>Runs</h2><table id="runs"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
