@@ -112,6 +112,7 @@ def _check(paths: list[Path]) -> int:
     except RegistryError as exc:
         print(exc, file=sys.stderr)
         return 1
+    seen: dict[str, Path] = {}  # case id -> its first file
     for path in files:
         try:
             case = load_case(path, Path.cwd())
@@ -123,9 +124,12 @@ def _check(paths: list[Path]) -> int:
             source = str(path.relative_to(Path.cwd()))
         except ValueError:
             source = str(path)
-        problems = ref_problems(registry, [case])
+        problems = [p.line_text(source) for p in ref_problems(registry, [case])]
+        first = seen.setdefault(case.id, path)
+        if first != path:  # pytest would refuse the second file at collection
+            problems.append(f"{source}:{case.line}:1: id: '{case.id}' is already used by {first}")
         for problem in problems:
-            print(problem.line_text(source), file=sys.stderr)
+            print(problem, file=sys.stderr)
         errors += bool(problems)
     print(f"{len(files) - errors} valid, {errors} invalid", file=sys.stderr)
     return 1 if errors else 0
@@ -176,6 +180,10 @@ def _regrade(args: argparse.Namespace) -> int:
     return 0
 
 
+class RunUsageError(Exception):
+    """A `run` command line that cannot run (a bad option value, nothing selected): one line, exit status 2."""
+
+
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     """The coverage gate a CI can use (also pytest's options of the same names)."""
     parser.add_argument("--min-coverage", type=float, default=None, metavar="PCT",
@@ -190,15 +198,19 @@ def _run(args: argparse.Namespace) -> int:
     import os
     import shlex
 
-    from .grading.grade import coverage_gate
+    from .grading.grade import coverage_gate, statement_word
     from .run import CaseResult, RunOptions, SuiteRun, TargetUnavailable, jobs_from_paths
     from .targets.config import TargetConfigError
     from .targets.netns import NetnsError, check_prerequisites
     from .wire.impairment import ImpairmentError, parse_impairment
 
     try:
+        if args.min_coverage is not None and not 0 <= args.min_coverage <= 100:  # nan too
+            raise RunUsageError(f"--min-coverage: expected a percentage 0..100, got {args.min_coverage:g}")
         parse_impairment(args.impair)
         jobs = jobs_from_paths(args.paths, Path.cwd(), args.family)
+        if not jobs:
+            raise RunUsageError(f"no case selected in {', '.join(map(str, args.paths))}: nothing to run")
         options = RunOptions(target=args.target, targets_file=args.targets_file, profile=args.profile,
                              run_dir=args.report_dir, rootdir=Path.cwd(), attempts=args.attempts, impair=args.impair,
                              concurrency=args.concurrency,
@@ -208,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
             if os.geteuid() != 0:
                 raise NetnsError("the local target needs root here (pytest re-enters a user namespace; run does not)")
             check_prerequisites()
-    except (CaseFormatError, TargetConfigError, ImpairmentError, NetnsError) as exc:
+    except (CaseFormatError, TargetConfigError, ImpairmentError, NetnsError, RunUsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
 
@@ -229,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
         doc = suite.finish()
     gate = None
     if doc is not None:
-        print(doc["grade"]["statement"])
+        print(f"{statement_word(doc['grade'])}: {doc['grade']['statement']}")
         print("  ".join(f"{k}: {v}" for k, v in doc["summary"].items()))
         print(f"report: {suite.run_dir / 'index.html'}  results: {suite.run_dir / 'results.json'}")
         gate = coverage_gate(doc["grade"], args.min_coverage, args.fail_on_not_run)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .grading.grade import coverage_gate
+from .grading.grade import coverage_gate, statement_word
 from .grading.judge import STALE, UNDECIDED, WAIVED
 from .grading.registry import ref_problems, shipped_registry
 from .model.loader import Case, CaseFormatError, load_case
@@ -543,7 +543,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         graded = doc.get("grade") or {}
         if graded.get("statement"):
             failed, complete = not graded.get("conformant", True), bool(graded.get("complete"))
-            word = "NOT CONFORMANT" if failed else "CONFORMANT" if complete else "INCOMPLETE"
+            word = statement_word(graded)
             tr.write_line(f"{word}: {graded['statement']}", bold=True, red=failed, yellow=not failed and not complete,
                           green=not failed and complete)  # fmt: skip
             cats = graded.get("categories", {})

@@ -14,7 +14,10 @@ def main(matrix_dir: str, *targets: str) -> int:
     for target in targets:
         path = Path(matrix_dir) / target / "results.json"
         if not path.exists():
-            print(f"{target}: no results ({path} missing)")
+            log = Path(matrix_dir) / f"{target}.log"
+            lines = log.read_text().splitlines() if log.exists() else []
+            cause = [line for line in lines if "could not be started" in line]
+            print(f"{target}: no results ({path} missing)" + (f": {cause[-1].strip('! ')}" if cause else ""))
             status = 1
             continue
         cases = json.loads(path.read_text())["cases"]

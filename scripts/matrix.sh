@@ -2,7 +2,8 @@
 # The matrix run: the catalogue against every zoo target (and the local kernel), one results file per target
 # under reports/matrix/<target>/, then one matrix page: reports/matrix/matrix.html.
 # Usage: scripts/matrix.sh [pytest selection and options...]   e.g. scripts/matrix.sh -m "must and not slow"
-# Build the zoo first: scripts/zoo.sh (targets whose stack is not built are recorded as ERROR with the reason).
+# Build the zoo first: scripts/zoo.sh (a target whose stack cannot start ends its run at once, exit status 4, with
+# the cause as the last line of reports/matrix/<target>.log, and has no results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 targets=${MATRIX_TARGETS:-"local zoo-linux61-qemu zoo-gvisor zoo-pytcp zoo-lwip zoo-slirp zoo-passt"}

@@ -341,7 +341,7 @@ def test_the_coverage_gate_counts_decided_in_scope_must_requirements() -> None:
     g = grade(doc(*cases), scope)  # 2 of 4 decided (one passed, one failed): 50%
     assert coverage_gate(g, 50, False) is None
     assert coverage_gate(g, 50.1, False) == (
-        "coverage gate: 2 of 4 in-scope MUST requirements decided (50%), below --min-coverage 50.1%"
+        "coverage gate: 2 of 4 in-scope MUST requirements decided (50.0%), below --min-coverage 50.1%"
     )
     assert coverage_gate(g, None, False) is None
 
@@ -353,8 +353,8 @@ def test_fail_on_not_run_refuses_any_gap_in_scope_or_in_the_run() -> None:
     with_gap = grade(doc(*both("A-1", requirements=["rfc9293:MUST-1"]), case("B-1", "NOT-RUN")), scope)
     assert coverage_gate(with_gap, 100, False) is None  # every in-scope MUST decided
     assert coverage_gate(with_gap, None, True) == (
-        "coverage gate (--fail-on-not-run): 0 in-scope requirements not run, 0 undecided, 1 requirements of this "
-        "run not run"
+        "coverage gate (--fail-on-not-run): in-scope requirements: 0 not run, 0 undecided; requirements of this run "
+        "not run: 1"
     )
     undecided = grade(doc(*both("A-1", "INCONCLUSIVE", requirements=["rfc9293:MUST-1"])), scope)
-    assert "0 in-scope requirements not run, 1 undecided" in str(coverage_gate(undecided, None, True))
+    assert "in-scope requirements: 0 not run, 1 undecided" in str(coverage_gate(undecided, None, True))

@@ -62,6 +62,14 @@ def test_the_base_case_is_valid() -> None:
         ("seq: l_isn,", "seq: 4294967296,", "typo.yaml:9:27: steps[1].send.seq: ",
          "this field is 32 bits: 0..4294967295, not 4294967296"),
         ("level: MUST", "level: MUS", "typo.yaml:5:8: level: ", "Input should be 'MUST', 'SHOULD', 'MAY' or 'INFO'"),
+        ("ack: l_isn + 1}", "ack: 4294967296}", "typo.yaml:10:30: steps[2].expect.ack: ",
+         "this field is 32 bits: 0..4294967295, not 4294967296"),
+        ("ack: l_isn + 1}", "ack: l_isn + 1, window: 0..70000}", "typo.yaml:10:49: steps[2].expect.window: ",
+         "this field is 16 bits: 0..65535, not 70000"),
+        ("ack: l_isn + 1}", "ack: l_isn + 1, window: 100..10}", "typo.yaml:10:49: steps[2].expect.window: ",
+         "the range 100..10 is empty (its low end is above its high end)"),
+        ("  - ut: accept\n", "  - ut: {op: accept, result: ECONREFUSED}\n", "typo.yaml:12:30: steps[4].ut.result: ",
+         "unknown result 'ECONREFUSED' (did you mean 'ECONNREFUSED'?)"),
     ],
 )  # fmt: skip
 def test_a_typo_is_one_error_line_at_its_place(old: str, new: str, where: str, message: str) -> None:
@@ -124,3 +132,24 @@ def test_a_broken_case_is_a_collection_error_never_a_verdict(tmp_path: Path, typ
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert cli.returncode == 2 and "rfc9293:MUST-999 is not in the requirements registry" in cli.stderr
+
+
+def test_check_refuses_an_id_used_twice(tmp_path: Path) -> None:
+    cases = tmp_path / "testcases"
+    cases.mkdir()
+    (cases / "a.yaml").write_text(BASE)
+    (cases / "b.yaml").write_text(BASE)
+    proc = subprocess.run([sys.executable, "-m", "conformance", "check", str(cases)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert f"b.yaml:1:1: id: 'TYPO-01' is already used by {cases / 'a.yaml'}" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "101"])
+def test_the_run_command_refuses_a_coverage_that_is_no_percentage(tmp_path: Path, value: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "run", "--target=reference", f"--min-coverage={value}",
+         f"--report-dir={tmp_path / 'r'}", "testcases/handshake/passive-open.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--min-coverage: expected a percentage 0..100" in proc.stderr

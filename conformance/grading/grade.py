@@ -304,7 +304,7 @@ def coverage_gate(graded: Mapping[str, Any], min_coverage: float | None, fail_on
     decided = must["passed"] + must["failed"]
     share = 100.0 * (decided / must["in_scope"] if must["in_scope"] else 1.0)
     if min_coverage is not None and share < min_coverage:
-        return (f"coverage gate: {decided} of {must['in_scope']} in-scope MUST requirements decided ({share:.0f}%), "
+        return (f"coverage gate: {decided} of {must['in_scope']} in-scope MUST requirements decided ({share:.1f}%), "
                 f"below --min-coverage {min_coverage:g}%")  # fmt: skip
     if fail_on_not_run:
         gaps = {lvl: (c.get("not_run", 0), c.get("undecided", 0)) for lvl, c in levels.items()}
@@ -312,6 +312,13 @@ def coverage_gate(graded: Mapping[str, Any], min_coverage: float | None, fail_on
         undecided = sum(u for _, u in gaps.values())
         cases = len(graded.get("not_run") or [])
         if missing or undecided or cases:
-            return (f"coverage gate (--fail-on-not-run): {missing} in-scope requirements not run, {undecided} "
-                    f"undecided, {cases} requirements of this run not run")  # fmt: skip
+            return (f"coverage gate (--fail-on-not-run): in-scope requirements: {missing} not run, {undecided} "
+                    f"undecided; requirements of this run not run: {cases}")  # fmt: skip
     return None
+
+
+def statement_word(graded: Mapping[str, Any]) -> str:
+    """The banner's word: NOT CONFORMANT when a MUST failed, CONFORMANT only when complete, else INCOMPLETE."""
+    if graded.get("conformant") is False:
+        return "NOT CONFORMANT"
+    return "CONFORMANT" if graded.get("conformant") and graded.get("complete") else "INCOMPLETE"

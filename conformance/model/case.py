@@ -16,7 +16,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..vocabulary import PROFILES, REF_PATTERN, Level
-from .values import Capability, Duration, Expression, Expression16, Expression32, Flags, Match, State
+from .values import (
+    Capability,
+    Duration,
+    Expression,
+    Expression16,
+    Expression32,
+    Flags,
+    Match,
+    Match16,
+    Match32,
+    State,
+    UtResult,  # fmt: skip
+)
 
 
 class Strict(BaseModel):
@@ -123,13 +135,13 @@ class ExpectSpec(Strict):
 
     flags: Flags | None = None
     ignore_flags: Flags = Field(default="PEC", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
-    seq: Match | None = None
-    ack: Match | None = None
-    window: Match | None = None
+    seq: Match32 | None = None
+    ack: Match32 | None = None
+    window: Match16 | None = None
     len: Match | None = Field(None, description="payload length")
     data: str | None = Field(None, description="the exact payload, as text (UTF-8)")
-    end_seq: Match | None = Field(None, description="seq + payload length (+1 for SYN, +1 for FIN)")
-    urgent: Match | None = None
+    end_seq: Match32 | None = Field(None, description="seq + payload length (+1 for SYN, +1 for FIN)")
+    urgent: Match16 | None = None
     reserved: Match | None = Field(None, description="the four reserved header bits")
     checksum: Literal["good", "any"] = Field("any", description="good: the segment's TCP checksum must be right")
     ecn: Literal["not-ect", "ect0", "ect1", "ect", "ce"] | None = Field(
@@ -167,8 +179,8 @@ class SegmentFilter(Strict):
 
     flags: Flags | None = None
     ignore_flags: Flags = Field(default="PEC", validate_default=True, description=IGNORE_FLAGS_DOC)  # type: ignore[assignment]
-    seq: Match | None = None
-    ack: Match | None = None
+    seq: Match32 | None = None
+    ack: Match32 | None = None
     len: Match | None = None
     end_seq: Match | None = None
 
@@ -235,7 +247,7 @@ class UtSpec(Strict):
     sock: str | None = Field(None, description="handle name; default: the listener for accept, else the connection")
     as_: str | None = Field(None, alias="as", description="name the call (nowait) or the socket it returns")
     nowait: bool = False
-    result: str | list[str] = Field("ok", description="ok, any, or errno names such as ECONNREFUSED")
+    result: UtResult | list[UtResult] = Field("ok", description="ok, any, or errno names such as ECONNREFUSED")
     timeout: Duration = 3.0
     data: str | None = None
     len: int | None = Field(None, ge=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -165,3 +166,41 @@ def _bounded(bits: int) -> Any:
 
 Expression16 = _bounded(16)  # window, urgent pointer, ports
 Expression32 = _bounded(32)  # sequence and acknowledgment numbers
+
+
+def check_matcher_fits(matcher: Matcher, bits: int) -> Matcher:
+    """An expected value or range written with literals fits its field, and a literal range is not reversed: a
+    FAIL for ack 4294967296 or an ERROR for 5..2 would be the case's typo, not the target's deviation."""
+    for bound in (matcher.low, matcher.high):
+        if bound is not None:
+            check_fits(bound, bits, "this field")
+    low, high = matcher.low, matcher.high
+    constant = low is not None and high is not None and not low.names and not high.names
+    if matcher.kind == "range" and constant and low.evaluate({}, wrap=False) > high.evaluate({}, wrap=False):  # type: ignore[union-attr]
+        raise ValueError(f"the range {low.text}..{high.text} is empty (its low end is above its high end)")  # type: ignore[union-attr]
+    return matcher
+
+
+def _bounded_match(bits: int) -> Any:
+    return Annotated[
+        Matcher,
+        PlainValidator(lambda raw: check_matcher_fits(parse_matcher(raw), bits)),
+        PlainSerializer(str, return_type=str),
+        WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "description": f"{bits}-bit match"}),
+    ]
+
+
+Match16 = _bounded_match(16)  # window, urgent pointer, payload length
+Match32 = _bounded_match(32)  # sequence and acknowledgment numbers
+
+
+def _known_result(name: str) -> str:
+    if name not in UT_RESULTS:
+        hint = did_you_mean(name, UT_RESULTS)
+        raise ValueError(f"unknown result '{name}'{hint}: ok, any, or an errno name such as ECONNREFUSED")
+    return name
+
+
+# What an upper-tester call may end with: ok, any, or an errno name (a misspelt one would FAIL every target).
+UT_RESULTS = frozenset({"ok", "any", *(name for name in dir(errno) if name.startswith("E") and name.isupper())})
+UtResult = Annotated[str, AfterValidator(_known_result)]
