@@ -274,7 +274,8 @@ def test_ref_problems_also_name_references_missing_from_the_registry(registry: d
 
 
 def test_check_reports_each_level_problem_in_one_line(tmp_path: Path) -> None:
-    (tmp_path / "good.yaml").write_text(LEVEL_CASE.format(level="MUST", refs="rfc9293:MUST-8"))
+    good = LEVEL_CASE.format(level="MUST", refs="rfc9293:MUST-8").replace("LEVEL-01", "LEVEL-02")  # ids are unique
+    (tmp_path / "good.yaml").write_text(good)
     (tmp_path / "bad.yaml").write_text(LEVEL_CASE.format(level="SHOULD", refs="rfc9293:MUST-8, rfc9293:MUST-999"))
     proc = subprocess.run(
         [sys.executable, "-m", "conformance", "check", "."], cwd=tmp_path, capture_output=True, text=True, timeout=120
